@@ -1,0 +1,125 @@
+// The communication module: the only code that talks to MPI. It wraps communicators in RAII
+// types with typed collectives over spans (element counts, never bytes), turns MPI errors into
+// the project's fatal path, and counts the bytes each axis of the process grid sends and the
+// time spent waiting in communication. Everything here that is a collective says so.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace mptrain {
+
+// Which part of the algorithm a communicator serves; traffic is counted per axis.
+enum class Axis : int { world = 0, tp = 1, dp = 2, pp = 3, embed = 4 };
+constexpr int n_axes = 5;
+const char* axis_name(Axis axis);
+
+struct CommCounters {
+  std::array<uint64_t, n_axes> bytes_sent{};    // payload this rank contributed
+  std::array<double, n_axes> wait_seconds{};    // wall time inside blocking calls and waits
+  void reset() { *this = CommCounters{}; }
+};
+
+// Starts MPI (MPI_Init_thread with FUNNELED) and shuts it down; one per program, in main.
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+};
+
+// A pending non-blocking operation. wait() is idempotent; the destructor waits.
+class Request {
+ public:
+  Request();
+  Request(Request&&) noexcept;
+  Request& operator=(Request&&) noexcept;
+  ~Request();
+  void wait();
+  bool active() const;
+
+ private:
+  friend class Comm;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class Comm {
+ public:
+  // MPI_COMM_WORLD / MPI_COMM_SELF (not owned). Counters are fresh for each returned object.
+  static Comm world();
+  static Comm self();
+
+  Comm();  // null communicator
+  Comm(Comm&&) noexcept;
+  Comm& operator=(Comm&&) noexcept;
+  ~Comm();  // frees communicators this object created
+
+  int rank() const;
+  int size() const;
+  bool null() const;
+  Axis axis() const;
+  // The counters this communicator adds to (shared by all communicators made from the same
+  // grid, so the grid can report them).
+  CommCounters& counters() const;
+  void share_counters(std::shared_ptr<CommCounters> counters);
+
+  // Collective over this communicator: MPI_Comm_split.
+  Comm split(int color, int key, Axis axis) const;
+  // Collective: MPI_Cart_create over dims (row-major, last dim fastest) followed by MPI_Cart_sub
+  // keeping the dimensions flagged in keep[]. Returns the sub-communicator.
+  Comm cart_sub(std::span<const int> dims, std::span<const int> keep, Axis axis) const;
+
+  // Collective: MPI_Comm_split_type(MPI_COMM_TYPE_SHARED): the ranks sharing this node.
+  Comm split_node() const;
+
+  // Collective: MPI_Barrier.
+  void barrier() const;
+  // Collective: in-place MPI_Allreduce with MPI_SUM.
+  void allreduce_sum(std::span<float> data) const;
+  void allreduce_sum(std::span<double> data) const;
+  void allreduce_sum(std::span<int64_t> data) const;
+  // Collective: in-place MPI_Allreduce with MPI_MAX / MPI_MIN.
+  void allreduce_max(std::span<float> data) const;
+  void allreduce_max(std::span<int> data) const;
+  void allreduce_min(std::span<int> data) const;
+  // Collective, non-blocking: in-place MPI_Iallreduce with MPI_SUM. data must stay alive
+  // until the request completes.
+  Request iallreduce_sum(std::span<float> data) const;
+  // Collective: MPI_Reduce_scatter_block with MPI_SUM; in.size() == out.size() * size().
+  void reduce_scatter_sum(std::span<const float> in, std::span<float> out) const;
+  // Collective: MPI_Allgather; out.size() == in.size() * size().
+  void allgather(std::span<const float> in, std::span<float> out) const;
+  // Collective: MPI_Bcast from root.
+  void bcast(std::span<char> data, int root) const;
+  void bcast(std::span<int64_t> data, int root) const;
+  std::string bcast_string(const std::string& s, int root) const;  // collective
+  // Collective: every rank's string, indexed by rank (MPI_Allgather of sizes + MPI_Allgatherv).
+  std::vector<std::string> allgather_strings(const std::string& s) const;
+  // Point to point (not collective). isend's buffer must stay alive until the request completes.
+  Request isend(std::span<const float> data, int dest, int tag) const;
+  void recv(std::span<float> data, int source, int tag) const;
+
+  // Not collective: MPI_Abort of every rank in the job.
+  [[noreturn]] static void abort_all(int code);
+  // Not collective: seconds since an arbitrary origin (MPI_Wtime).
+  static double wtime();
+
+  // Collective over this communicator: an HDF5 file-access property list using MPI-IO on this
+  // communicator (H5Pset_fapl_mpio). Returns the hid_t; the caller closes it. Lives here so
+  // that only this module touches MPI handles.
+  int64_t make_hdf5_mpio_fapl() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+  explicit Comm(std::shared_ptr<Impl> impl);
+  friend class Request;
+};
+
+}  // namespace mptrain

@@ -1,0 +1,104 @@
+// The input deck: INI sections [model] [parallel] [train] [optim] [data] [checkpoint] [log]
+// [device], read with Boost.Program_options, every key overridable on the command line as
+// --section.key=value. Every value is validated; unknown keys, bad values and unreadable files
+// throw InputError naming the file, the key and what is allowed. The resolved deck (every key,
+// defaults included) is printed at start and stored in every checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mptrain {
+
+struct ModelConfig {
+  int n_layer = 2;
+  int n_head = 4;
+  int n_embd = 128;
+  int seq_len = 64;
+  int vocab_size = 0;  // 0 = from the training dataset
+};
+
+struct ParallelConfig {
+  int tp = 1;
+  int pp = 1;
+  int dp = 0;           // 0 = world / (tp * pp)
+  int micro_batch = 1;  // sequences per micro-batch per DP rank
+  double bucket_mb = 4.0;  // DP gradient all-reduce bucket size, MiB
+};
+
+struct TrainConfig {
+  long global_batch = 8;  // sequences per optimizer step
+  long steps = 100;
+  uint64_t seed = 1234;
+  long max_bad_steps = 5;  // consecutive non-finite steps tolerated before stopping
+};
+
+struct OptimConfig {
+  double lr = 3e-4;
+  double min_lr = 0.0;
+  long warmup_steps = 0;
+  std::string schedule = "cosine";  // constant, cosine, linear
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  bool decay_all = false;  // also decay biases, LayerNorm parameters and embeddings
+  double grad_clip = 1.0;  // 0 = off
+  int zero = 0;            // 0, 1
+};
+
+struct DataConfig {
+  std::string train;
+  std::string val;  // optional
+  std::string sampler = "sequential";  // sequential, shuffle
+  long val_every = 0;    // 0 = never
+  long val_batches = 1;
+};
+
+struct CheckpointConfig {
+  std::string dir;         // empty = no checkpoints
+  long every = 0;          // 0 = only at the end
+  long keep = 0;           // 0 = keep all
+  bool save_initial = false;
+  std::string restart = "auto";  // auto, none, or a file
+};
+
+struct LogConfig {
+  long every = 1;
+  std::string metrics;  // CSV path; empty = none
+};
+
+struct DeviceConfig {
+  std::string backend = "cpu";  // cpu, cuda, auto
+  int threads = 0;              // 0 = cores / ranks on the node
+  bool tf32 = false;
+};
+
+struct Deck {
+  std::string path;  // the file it was read from ("" when built in code)
+  ModelConfig model;
+  ParallelConfig parallel;
+  TrainConfig train;
+  OptimConfig optim;
+  DataConfig data;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+  DeviceConfig device;
+
+  // The fully resolved deck as INI text (every key, defaults included), parseable by
+  // parse_deck_text().
+  std::string text() const;
+  // Only the [model] section as INI text; a checkpoint must match it to be restarted from.
+  std::string model_text() const;
+};
+
+// Reads the deck file, then applies the overrides ("--section.key=value" strings, e.g. the
+// program's remaining argv). Throws InputError on any problem. Relative data and checkpoint
+// paths stay as written (relative to the working directory).
+Deck read_deck(const std::string& path, const std::vector<std::string>& overrides = {});
+// Same, from text already in memory; `origin` names it in error messages.
+Deck parse_deck_text(const std::string& text, const std::string& origin,
+                     const std::vector<std::string>& overrides = {});
+
+}  // namespace mptrain

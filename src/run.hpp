@@ -1,0 +1,49 @@
+// One training run's state, shared by the driver (trainer.cpp) and the checkpoint glue
+// (run_checkpoint.cpp): the grid, backend, data, model, optimizer and schedule, and where the
+// run stands (step, tokens, sampler position).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "mptrain/backend.hpp"
+#include "mptrain/checkpoint.hpp"
+#include "mptrain/data.hpp"
+#include "mptrain/deck.hpp"
+#include "mptrain/grid.hpp"
+#include "mptrain/model.hpp"
+#include "mptrain/optimizer.hpp"
+#include "pipeline.hpp"
+
+namespace mptrain {
+
+struct Run {
+  Deck deck;  // resolved: dp and vocab_size filled in
+  Grid grid;
+  std::unique_ptr<Backend> backend;
+  TokenDataset train_data;
+  std::optional<TokenDataset> val_data;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Optimizer> optimizer;
+  std::unique_ptr<PipelineSchedule> schedule;
+  std::unique_ptr<SequentialSampler> sampler;
+  long step = 0;
+  int64_t tokens_seen = 0;
+  long last_saved_step = -1;
+
+  Run(const Deck& d, Comm world, Layout layout) : deck(d), grid(std::move(world), layout) {}
+  bool is_root() const { return grid.world().rank() == 0; }
+  std::string layout_text() const;
+
+  // Collective: writes DIR/step_N.h5 and prints its size, time and bandwidth (rank 0).
+  void save_checkpoint();
+  // Collective: restores the model, optimizer and sampler from `path`. Throws CheckpointError
+  // (on every rank) when the file is unusable or was written for another model.
+  void restore_checkpoint(const std::string& path);
+  // Collective: applies [checkpoint] restart (auto, none, or a file). Under auto, damaged
+  // checkpoints are refused with their reason and the next older one is tried.
+  void restart();
+};
+
+}  // namespace mptrain

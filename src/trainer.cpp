@@ -1,0 +1,278 @@
+// The training driver: deck -> layout check -> grid -> data -> backend -> model -> restart ->
+// steps -> summary. Preemption signals are noticed at step boundaries by an all-reduce of a
+// flag, so every rank stops at the same step even when only some of them got the signal.
+#include "mptrain/trainer.hpp"
+
+#include <csignal>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <span>
+
+#include "mptrain/error.hpp"
+#include "mptrain/log.hpp"
+#include "run.hpp"
+
+namespace mptrain {
+
+namespace {
+
+// The one piece of process-wide state a signal handler is allowed to touch.
+volatile std::sig_atomic_t preemption_signal = 0;
+extern "C" void on_preemption_signal(int sig) { preemption_signal = sig; }
+
+// Test hooks, read from the environment: "STEP" or "STEP:RANK".
+struct TestHook {
+  long step = -1;
+  int rank = -1;
+  explicit TestHook(const char* name) {
+    const char* v = std::getenv(name);
+    if (!v) return;
+    step = std::strtol(v, nullptr, 10);
+    if (const char* colon = std::strchr(v, ':')) rank = std::atoi(colon + 1);
+  }
+  bool fires(long s, int r) const { return s == step && (rank < 0 || rank == r); }
+};
+
+// What the algorithm must send per training step from this rank, per axis (bytes of payload
+// handed to MPI), for comparison with the measured counters.
+CommCounters analytic_traffic(const Run& run) {
+  CommCounters c;
+  const Layout& L = run.grid.layout();
+  const LayerShape& s = run.model->shape();
+  const double N = s.N(), C = s.C, f = sizeof(float);
+  const int micro = run.schedule->micro_batches();
+  const bool first = run.grid.first_stage(), last = run.grid.last_stage();
+  const int blocks = run.model->local_layers();
+  auto& bytes = c.bytes_sent;
+  if (L.tp > 1) {
+    double per_micro = 4.0 * blocks * N * C;   // 2 all-reduces forward, 2 backward per block
+    if (first) per_micro += N * C;             // embedding
+    if (last) per_micro += 3 * N + N * C;      // max, sumexp|target, dlnf
+    bytes[int(Axis::tp)] = uint64_t(per_micro * micro * f);
+  }
+  const double padded = double(run.model->params().padded());
+  if (L.dp > 1)
+    bytes[int(Axis::dp)] = uint64_t((run.deck.optim.zero ? padded + padded / L.dp : padded) * f);
+  if (L.pp > 1) bytes[int(Axis::pp)] = uint64_t(((last ? 0 : 1) + (first ? 0 : 1)) * N * C * f * micro);
+  if (!run.grid.embed().null() && run.grid.embed().size() > 1)
+    for (const ParamInfo& p : run.model->params().infos())
+      if (p.spec.name == "wte") bytes[int(Axis::embed)] = uint64_t(p.size() * f);
+  bytes[int(Axis::world)] = 2 * sizeof(double) + sizeof(int);  // loss, norm, stop flag
+  return c;
+}
+
+void add_delta(CommCounters& total, const CommCounters& after, const CommCounters& before) {
+  for (int a = 0; a < n_axes; ++a) {
+    total.bytes_sent[a] += after.bytes_sent[a] - before.bytes_sent[a];
+    total.wait_seconds[a] += after.wait_seconds[a] - before.wait_seconds[a];
+  }
+}
+
+double validation_loss(Run& run) {
+  const TokenDataset& data = *run.val_data;
+  SequentialSampler sampler(data.size(), run.deck.train.global_batch, run.deck.model.seq_len);
+  double sum = 0;
+  for (long b = 0; b < run.deck.data.val_batches; ++b) {
+    sum += run.schedule->eval_batch(data, sampler);  // collective over TP and PP
+    sampler.advance();
+  }
+  run.grid.world().allreduce_sum(std::span<double>(&sum, 1));  // collective over the world
+  return sum / (double(run.deck.data.val_batches) * run.deck.train.global_batch *
+                run.deck.model.seq_len);
+}
+
+// Collective over the world: true when any rank got a preemption signal.
+bool preemption_requested(const Grid& grid) {
+  int flag = preemption_signal != 0;
+  grid.world().allreduce_max(std::span<int>(&flag, 1));
+  return flag != 0;
+}
+
+void print_summary(Run& run, const CommCounters& measured, long steps_run, double seconds) {
+  const CommCounters analytic = analytic_traffic(run);
+  // Every rank compares its own traffic with its own analytic count; rank 0 reports.
+  int mismatch = 0;
+  for (int a = 0; a < n_axes; ++a)
+    if (steps_run > 0 && measured.bytes_sent[a] != analytic.bytes_sent[a] * uint64_t(steps_run))
+      mismatch = 1;
+  run.grid.world().allreduce_max(std::span<int>(&mismatch, 1));  // collective over the world
+  if (!run.is_root()) return;
+  std::printf("run summary: %ld steps in %s on %s\n", steps_run, format_duration(seconds).c_str(),
+              run.layout_text().c_str());
+  std::printf("communication per step, rank 0 (payload bytes; analytic = what the algorithm "
+              "must send):\n");
+  for (int a = 0; a < n_axes; ++a) {
+    const double per_step = steps_run ? double(measured.bytes_sent[a]) / steps_run : 0.0;
+    const double wait = steps_run ? measured.wait_seconds[a] / steps_run : 0.0;
+    std::printf("  %-6s measured %12.0f B  analytic %12llu B  waiting %8.3f ms\n",
+                axis_name(Axis(a)), per_step, (unsigned long long)analytic.bytes_sent[a],
+                wait * 1e3);
+  }
+  std::printf("comm-check: %s\n", mismatch ? "MISMATCH (some rank sent other than the analytic "
+                                             "count)" : "ok (every rank sent exactly the analytic count)");
+}
+
+std::unique_ptr<Run> build_run(const Deck& deck, Comm world) {
+  const Layout layout = resolve_layout(deck, world.size());  // pure: throws before collectives
+  Deck resolved = deck;
+  resolved.parallel.dp = layout.dp;
+  auto run = std::make_unique<Run>(resolved, std::move(world), layout);  // collective
+  Run& r = *run;
+  r.train_data = TokenDataset::load(r.grid.world(), deck.data.train);  // collective
+  ModelConfig& mc = r.deck.model;
+  if (mc.vocab_size == 0) mc.vocab_size = r.train_data.vocab_size();
+  if (mc.vocab_size < r.train_data.vocab_size())
+    throw InputError("[model] vocab_size = " + std::to_string(mc.vocab_size) + " is smaller than "
+                     "the dataset's vocab_size " + std::to_string(r.train_data.vocab_size()) +
+                     " (" + deck.data.train + "); use 0 to take it from the dataset");
+  const long G = deck.train.global_batch;
+  if (!SequentialSampler::fits(r.train_data.size(), G, mc.seq_len))
+    throw InputError(deck.data.train + ": " + std::to_string(r.train_data.size()) +
+                     " tokens, fewer than one global batch needs (global_batch * seq_len + 1 = " +
+                     std::to_string(G * mc.seq_len + 1) + ")");
+  if (!deck.data.val.empty()) {
+    r.val_data = TokenDataset::load(r.grid.world(), deck.data.val);  // collective
+    if (r.val_data->vocab_size() > mc.vocab_size)
+      throw InputError(deck.data.val + ": vocab_size " + std::to_string(r.val_data->vocab_size()) +
+                       " exceeds the model's " + std::to_string(mc.vocab_size));
+    if (!SequentialSampler::fits(r.val_data->size(), G, mc.seq_len))
+      throw InputError(deck.data.val + ": fewer tokens than one global batch needs");
+  }
+  const Comm node = r.grid.world().split_node();  // collective
+  r.backend = select_backend(deck.device.backend, deck.device.threads, node.rank(), node.size());
+  const int micro_batches = int(G / (long(layout.dp) * deck.parallel.micro_batch));
+  const int slots = std::min(micro_batches, layout.pp);
+  r.model = std::make_unique<Model>(*r.backend, r.grid, mc, deck.parallel.micro_batch, slots,
+                                    deck.train.seed);
+  r.optimizer = std::make_unique<Optimizer>(*r.backend, r.grid, r.model->params(), deck.optim,
+                                            deck.parallel.bucket_mb);
+  r.schedule = std::make_unique<PipelineSchedule>(*r.backend, *r.model, r.grid, G,
+                                                  deck.parallel.micro_batch);
+  r.sampler = std::make_unique<SequentialSampler>(r.train_data.size(), G, mc.seq_len);
+  return run;
+}
+
+}  // namespace
+
+Layout resolve_layout(const Deck& deck, int world_size) {
+  Layout layout{deck.parallel.tp, deck.parallel.pp, deck.parallel.dp};
+  if (layout.dp == 0) {
+    const int tp_pp = layout.tp * layout.pp;
+    if (world_size % tp_pp != 0)
+      throw InputError("[parallel] tp * pp = " + std::to_string(tp_pp) + " does not divide the " +
+                       std::to_string(world_size) + " ranks of this job; launch a multiple of " +
+                       std::to_string(tp_pp) + " ranks");
+    layout.dp = world_size / tp_pp;
+  }
+  LayoutRequirements req;
+  req.world_size = world_size;
+  req.n_head = deck.model.n_head;
+  req.n_layer = deck.model.n_layer;
+  req.global_batch = deck.train.global_batch;
+  req.micro_batch = deck.parallel.micro_batch;
+  const std::string problem = check_layout(layout, req);
+  if (!problem.empty()) throw InputError(problem);
+  return layout;
+}
+
+void install_preemption_handlers() {
+  std::signal(SIGUSR1, on_preemption_signal);
+  std::signal(SIGTERM, on_preemption_signal);
+}
+
+int train(const Deck& deck, Comm world) {
+  std::unique_ptr<Run> run_ptr = build_run(deck, std::move(world));
+  Run& run = *run_ptr;
+  const Deck& d = run.deck;
+  if (run.is_root()) {
+    std::printf("mptrain: %d ranks, layout %s, backend %s (%d threads/rank)\n",
+                run.grid.world().size(), run.layout_text().c_str(), run.backend->name().c_str(),
+                run.backend->threads());
+    std::printf("---- resolved deck ----\n%s-----------------------\n", d.text().c_str());
+    std::fflush(stdout);
+  }
+  run.restart();  // collective
+  const long G = d.train.global_batch, T = d.model.seq_len;
+  std::unique_ptr<MetricsCsv> csv;
+  {
+    // Only rank 0 writes the CSV, but every rank must learn if it cannot.
+    int ok = 1;
+    std::string problem;
+    if (run.is_root() && !d.log.metrics.empty()) try {
+        csv = std::make_unique<MetricsCsv>(d.log.metrics, run.step);
+      } catch (const InputError& e) {
+        ok = 0;
+        problem = e.what();
+      }
+    run.grid.world().allreduce_min(std::span<int>(&ok, 1));  // collective over the world
+    if (!ok) throw InputError(run.grid.world().bcast_string(problem, 0));  // collective
+  }
+  if (d.checkpoint.save_initial && run.step == 0) run.save_checkpoint();  // collective
+
+  const TestHook nan_hook("MPTRAIN_TEST_NAN_STEP"), signal_hook("MPTRAIN_TEST_SIGNAL_STEP");
+  const int rank = run.grid.world().rank();
+  CommCounters traffic;
+  long steps_run = 0, bad_steps = 0;
+  double last_loss = 0;
+  const Stopwatch run_clock;
+  while (run.step < d.train.steps) {
+    if (signal_hook.fires(run.step, rank)) std::raise(SIGUSR1);
+    const CommCounters before = run.grid.counters();
+    if (preemption_requested(run.grid)) {  // collective over the world
+      if (run.is_root())
+        std::printf("preemption signal received: checkpointing at step %ld and exiting (code %d)\n",
+                    run.step, int(exit_preempted));
+      if (run.last_saved_step != run.step) run.save_checkpoint();  // collective
+      return exit_preempted;
+    }
+    const Stopwatch step_clock;
+    double loss = run.schedule->train_batch(run.train_data, *run.sampler, *run.optimizer);
+    if (nan_hook.fires(run.step + 1, rank)) run.optimizer->inject_nonfinite_gradient();
+    run.grid.world().allreduce_sum(std::span<double>(&loss, 1));  // collective over the world
+    loss /= double(G * T);
+    const StepReport report = run.optimizer->step(run.step, d.train.steps);  // collective
+    add_delta(traffic, run.grid.counters(), before);
+    ++steps_run;
+    run.sampler->advance();
+    ++run.step;
+    run.tokens_seen += G * T;
+    const double seconds = step_clock.seconds();
+    if (!report.applied || !std::isfinite(loss)) {
+      ++bad_steps;
+      if (run.is_root())
+        std::fprintf(stderr, "mptrain: step %ld: non-finite %s; update skipped (%ld in a row, "
+                     "limit %ld)\n", run.step, report.applied ? "loss" : "gradient norm",
+                     bad_steps, d.train.max_bad_steps);
+      if (bad_steps >= d.train.max_bad_steps) {
+        if (run.is_root())
+          std::fprintf(stderr, "mptrain: stopping after %ld consecutive non-finite steps; the last "
+                       "good checkpoint is kept\n", bad_steps);
+        return exit_numerical;
+      }
+    } else {
+      bad_steps = 0;
+    }
+    last_loss = loss;
+    StepMetrics m{run.step, loss, report.lr, report.grad_norm, double(G * T) / seconds,
+                  seconds * 1e3, std::nullopt};
+    if (run.val_data && d.data.val_every > 0 &&
+        (run.step % d.data.val_every == 0 || run.step == d.train.steps))
+      m.val_loss = validation_loss(run);  // collective
+    if (run.is_root() && (run.step % d.log.every == 0 || run.step == d.train.steps)) {
+      const double eta = run_clock.seconds() / steps_run * double(d.train.steps - run.step);
+      std::printf("%s\n", format_step_line(m, d.train.steps, eta).c_str());
+      std::fflush(stdout);
+    }
+    if (csv) csv->write(m);
+    if (d.checkpoint.every > 0 && run.step % d.checkpoint.every == 0)
+      run.save_checkpoint();  // collective
+  }
+  if (run.last_saved_step != run.step) run.save_checkpoint();  // collective
+  print_summary(run, traffic, steps_run, run_clock.seconds());  // collective
+  if (run.is_root()) std::printf("final loss %.6f\n", last_loss);
+  return exit_ok;
+}
+
+}  // namespace mptrain
