@@ -1,0 +1,246 @@
+// Token datasets and the sequential sampler (data.hpp, DESIGN §4).
+//
+// A dataset is an HDF5 file holding a 1-D integer dataset /tokens whose `vocab_size` attribute
+// bounds every token. Training reads it collectively through MPI-IO: every rank makes the same
+// HDF5 calls in the same order (the access list asks for collective metadata operations) and
+// reads all the tokens, since any rank may need any span. Every check below sees the same file
+// on every rank and so fails identically everywhere, which is why problems are InputErrors.
+//
+// Writing (mptrain-prep) is serial and uses the plain POSIX driver. Tokens are stored as
+// uint16 when the vocabulary allows it (half the bytes of int32), chunked, with the Fletcher32
+// checksum filter so a damaged file is refused on read rather than trained on.
+#include "mptrain/data.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <limits>
+
+#include "h5util.hpp"
+#include "mptrain/error.hpp"
+
+namespace mptrain {
+namespace {
+
+constexpr const char* tokens_path = "/tokens";
+constexpr const char* vocab_attr = "vocab_size";
+// 1 Mi tokens per chunk: large enough for fast sequential reads, small enough that a checksum
+// failure points at a small region.
+constexpr hsize_t chunk_tokens = hsize_t{1} << 20;
+
+std::string dataset_prefix(const std::string& path) { return "token dataset '" + path + "': "; }
+
+// The vocabulary size: an integer attribute on /tokens (where write_token_dataset puts it) or,
+// as other tools may write it, on the file's root group.
+int read_vocab_size(const std::string& path, hid_t file, hid_t tokens) {
+  hid_t holder = h5::has_attr(tokens, vocab_attr) ? tokens
+                 : h5::has_attr(file, vocab_attr) ? file
+                                                  : H5I_INVALID_HID;
+  if (holder == H5I_INVALID_HID) {
+    throw InputError(dataset_prefix(path) +
+                     "no vocab_size attribute (on /tokens or the root group); the file must say "
+                     "how many distinct tokens exist");
+  }
+  int64_t vocab = 0;
+  try {
+    vocab = h5::read_int_attr(holder, vocab_attr);
+  } catch (const h5::Error& e) {
+    throw InputError(dataset_prefix(path) + "bad vocab_size attribute: " + e.reason() +
+                     " (expected one positive integer)");
+  }
+  if (vocab < 1 || vocab > std::numeric_limits<int32_t>::max()) {
+    throw InputError(dataset_prefix(path) + "bad vocab_size " + std::to_string(vocab) +
+                     " (must be in [1, 2147483647])");
+  }
+  return static_cast<int>(vocab);
+}
+
+const char* type_class_name(H5T_class_t cls) {
+  switch (cls) {
+    case H5T_FLOAT:
+      return "floating-point";
+    case H5T_STRING:
+      return "string";
+    case H5T_COMPOUND:
+      return "compound";
+    case H5T_ENUM:
+      return "enum";
+    case H5T_ARRAY:
+      return "array";
+    case H5T_VLEN:
+      return "variable-length";
+    case H5T_OPAQUE:
+      return "opaque";
+    case H5T_BITFIELD:
+      return "bitfield";
+    case H5T_REFERENCE:
+      return "reference";
+    case H5T_TIME:
+      return "time";
+    default:
+      return "non-integer";
+  }
+}
+
+}  // namespace
+
+TokenDataset TokenDataset::load(const Comm& comm, const std::string& path) {
+  // Checked before HDF5 so the common mistakes get plain words rather than MPI-IO's.
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    throw InputError(dataset_prefix(path) + "no such file");
+  }
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    throw InputError(dataset_prefix(path) + "not a regular file");
+  }
+
+  h5::quiet();
+  h5::PropList fapl(comm.make_hdf5_mpio_fapl());
+  h5::File file;
+  try {
+    file = h5::open_file(path, H5F_ACC_RDONLY, fapl);
+  } catch (const h5::Error& e) {
+    if (e.reason().find("signature") != std::string::npos) {
+      throw InputError(dataset_prefix(path) + "not an HDF5 file (make one with mptrain-prep)");
+    }
+    throw InputError(dataset_prefix(path) + "cannot open: " + e.reason());
+  }
+
+  TokenDataset out;
+  out.path_ = path;
+  try {
+    if (!h5::link_exists(file, tokens_path)) {
+      throw InputError(dataset_prefix(path) +
+                       "no /tokens dataset (expected a 1-D integer dataset /tokens)");
+    }
+    h5::Object object(h5::check(H5Oopen(file, tokens_path, H5P_DEFAULT), "open /tokens"));
+    if (H5Iget_type(object) != H5I_DATASET) {
+      throw InputError(dataset_prefix(path) + "/tokens is a group, not a dataset");
+    }
+    h5::Dataset tokens(object.release());
+
+    h5::Datatype type(h5::check(H5Dget_type(tokens), "type of /tokens"));
+    H5T_class_t cls = H5Tget_class(type);
+    if (cls != H5T_INTEGER) {
+      throw InputError(dataset_prefix(path) + "/tokens has a " + type_class_name(cls) +
+                       " type; token ids must be integers");
+    }
+    h5::Dataspace space(h5::check(H5Dget_space(tokens), "dataspace of /tokens"));
+    int rank = h5::check(H5Sget_simple_extent_ndims(space), "rank of /tokens");
+    if (rank != 1) {
+      std::vector<hsize_t> dims(std::max(rank, 1));
+      h5::check(H5Sget_simple_extent_dims(space, dims.data(), nullptr), "shape of /tokens");
+      std::string shape;
+      for (int i = 0; i < rank; ++i) shape += (i ? " x " : "") + std::to_string(dims[i]);
+      throw InputError(dataset_prefix(path) + "/tokens is " + std::to_string(rank) + "-D (" +
+                       (shape.empty() ? "scalar" : shape) + "); it must be 1-D");
+    }
+    hsize_t n = 0;
+    h5::check(H5Sget_simple_extent_dims(space, &n, nullptr), "shape of /tokens");
+    if (n == 0) throw InputError(dataset_prefix(path) + "/tokens is empty");
+
+    out.vocab_size_ = read_vocab_size(path, file, tokens);
+
+    out.tokens_.resize(n);
+    // HDF5 converts whatever integer type is stored (uint16 from mptrain-prep, int64 from numpy)
+    // to int32; values beyond int32 saturate and then fail the range check below.
+    h5::check(H5Dread(tokens, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.tokens_.data()),
+              "read /tokens");
+  } catch (const h5::Error& e) {
+    throw InputError(dataset_prefix(path) + e.what());
+  }
+
+  auto bad = std::find_if(out.tokens_.begin(), out.tokens_.end(),
+                          [&](int32_t t) { return t < 0 || t >= out.vocab_size_; });
+  if (bad != out.tokens_.end()) {
+    throw InputError(dataset_prefix(path) + "token " + std::to_string(*bad) + " at index " +
+                     std::to_string(bad - out.tokens_.begin()) +
+                     " is outside [0, vocab_size = " + std::to_string(out.vocab_size_) + ")");
+  }
+  return out;
+}
+
+void write_token_dataset(const std::string& path, std::span<const int32_t> tokens, int vocab_size) {
+  if (vocab_size < 1) {
+    throw InputError(dataset_prefix(path) + "cannot write vocab_size " +
+                     std::to_string(vocab_size) + " (must be >= 1)");
+  }
+  auto bad = std::find_if(tokens.begin(), tokens.end(),
+                          [&](int32_t t) { return t < 0 || t >= vocab_size; });
+  if (bad != tokens.end()) {
+    throw InputError(dataset_prefix(path) + "cannot write token " + std::to_string(*bad) +
+                     " at index " + std::to_string(bad - tokens.begin()) +
+                     ": outside [0, vocab_size = " + std::to_string(vocab_size) + ")");
+  }
+  try {
+    h5::File file = h5::create_file(path);  // serial sec2 driver
+    {
+      const hsize_t n = tokens.size();
+      // Unlimited so the (valid, if useless) empty dataset can still be chunked.
+      const hsize_t max_dims = H5S_UNLIMITED;
+      h5::Dataspace space(h5::check(H5Screate_simple(1, &n, &max_dims), "dataspace"));
+      h5::PropList dcpl(h5::check(H5Pcreate(H5P_DATASET_CREATE), "dataset creation list"));
+      const hsize_t chunk = std::clamp<hsize_t>(n, 1, chunk_tokens);
+      h5::check(H5Pset_chunk(dcpl, 1, &chunk), "set chunk size");
+      h5::check(H5Pset_fletcher32(dcpl), "add the Fletcher32 filter");
+      hid_t stored = vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE;
+      h5::Dataset dataset(
+          h5::check(H5Dcreate2(file, tokens_path, stored, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
+                    "create /tokens"));
+      if (n > 0) {
+        h5::check(H5Dwrite(dataset, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, tokens.data()),
+                  "write /tokens");
+      }
+      h5::write_int_attr(dataset, vocab_attr, vocab_size);
+    }
+    file.close("close " + path);  // reports a failed final flush (e.g. a full disk)
+  } catch (const h5::Error& e) {
+    throw InputError(dataset_prefix(path) + e.what());
+  }
+}
+
+SequentialSampler::SequentialSampler(size_t n_tokens, long global_batch, int seq_len)
+    : n_tokens_(n_tokens), global_batch_(global_batch), seq_len_(seq_len) {
+  if (!fits(n_tokens, global_batch, seq_len)) {
+    throw InputError("the dataset's " + std::to_string(n_tokens) +
+                     " tokens do not hold one global batch: [train] global_batch (" +
+                     std::to_string(global_batch) + ") x [model] seq_len (" +
+                     std::to_string(seq_len) + ") + 1 tokens are needed");
+  }
+}
+
+bool SequentialSampler::fits(size_t n_tokens, long global_batch, int seq_len) {
+  if (global_batch < 1 || seq_len < 1) return false;
+  // G*T + 1 <= N, written to avoid overflow for absurd G and T.
+  const size_t g = static_cast<size_t>(global_batch);
+  const size_t t = static_cast<size_t>(seq_len);
+  return n_tokens >= 1 && g <= (n_tokens - 1) / t && g * t + 1 <= n_tokens;
+}
+
+void SequentialSampler::rows(const TokenDataset& data, long row_begin, long rows,
+                             std::vector<int32_t>& inputs, std::vector<int32_t>& targets) const {
+  const size_t T = static_cast<size_t>(seq_len_);
+  const size_t span = static_cast<size_t>(global_batch_) * T + 1;
+  MPT_CHECK(data.size() == n_tokens_, "sampler used with a dataset of another size");
+  MPT_CHECK(row_begin >= 0 && rows >= 0 && row_begin + rows <= global_batch_,
+            "sampler rows [" + std::to_string(row_begin) + ", " + std::to_string(row_begin + rows) +
+                ") outside the global batch of " + std::to_string(global_batch_));
+  MPT_CHECK(position_ + span <= n_tokens_,
+            "sampler position " + std::to_string(position_) + " leaves no room for a batch");
+  inputs.resize(static_cast<size_t>(rows) * T);
+  targets.resize(static_cast<size_t>(rows) * T);
+  const int32_t* tokens = data.data();
+  for (size_t r = 0; r < static_cast<size_t>(rows); ++r) {
+    // Row i of the batch is span[i*T, i*T + T); its targets are the next token of each.
+    const int32_t* row = tokens + position_ + (static_cast<size_t>(row_begin) + r) * T;
+    std::copy(row, row + T, inputs.begin() + static_cast<std::ptrdiff_t>(r * T));
+    std::copy(row + 1, row + T + 1, targets.begin() + static_cast<std::ptrdiff_t>(r * T));
+  }
+}
+
+void SequentialSampler::advance() {
+  const size_t step = static_cast<size_t>(global_batch_) * static_cast<size_t>(seq_len_);
+  position_ += step;
+  if (position_ + step + 1 > n_tokens_) position_ = 0;  // wrap: the next span would not fit
+}
+
+}  // namespace mptrain

@@ -1,0 +1,399 @@
+// Tests of token datasets and the sequential sampler (data.hpp). A dataset written by
+// write_token_dataset loads back identically (uint16 and int32 storage, with the checksum
+// filter on); the sampler's spans, rows and targets match positions worked out by hand from
+// DESIGN §4, including the wrap to 0 and the split of rows over DP ranks; and each kind of bad
+// dataset is refused with an InputError naming the file and the problem. Runs on any number of
+// ranks (rank 0 writes the files, everyone loads them collectively).
+#define BOOST_TEST_MODULE data
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "../src/h5util.hpp"
+#include "mptrain/comm.hpp"
+#include "mptrain/data.hpp"
+#include "mptrain/error.hpp"
+
+using namespace mptrain;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct MpiFixture {
+  MpiFixture()
+      : session(&boost::unit_test::framework::master_test_suite().argc,
+                &boost::unit_test::framework::master_test_suite().argv) {}
+  MpiSession session;
+};
+
+// A directory every rank sees: the test's work directory under test/run-test.sh, otherwise one
+// made by rank 0 in the system's temporary directory. Removed at the end by rank 0.
+struct SharedDir {
+  Comm comm = Comm::world();
+  fs::path path;
+  bool owned = false;
+  SharedDir() {
+    std::string name;
+    if (comm.rank() == 0) {
+      if (const char* workdir = std::getenv("TEST_WORKDIR")) {
+        name = (fs::path(workdir) / "data").string();
+        fs::create_directories(name);
+      } else {
+        std::string pattern = (fs::temp_directory_path() / "mptrain-data-XXXXXX").string();
+        std::vector<char> buffer(pattern.begin(), pattern.end());
+        buffer.push_back('\0');
+        if (mkdtemp(buffer.data()) != nullptr) name = buffer.data();
+        owned = true;
+      }
+    }
+    path = comm.bcast_string(name, 0);
+    BOOST_REQUIRE(!path.empty());
+  }
+  ~SharedDir() {
+    comm.barrier();
+    std::error_code ec;
+    if (comm.rank() == 0 && owned) fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  // Runs `make` on rank 0 only, then lets everyone see the result.
+  void on_root(const std::function<void()>& make) const {
+    if (comm.rank() == 0) make();
+    comm.barrier();
+  }
+};
+
+// Writes an HDF5 file whose /tokens (or whatever `build` makes) is built with raw HDF5 calls,
+// for datasets write_token_dataset would never produce.
+void write_raw(const std::string& path, const std::function<void(hid_t)>& build) {
+  h5::File file = h5::create_file(path);
+  build(file);
+}
+
+// A /tokens dataset of the given file type and shape filled from `values` (converted).
+void make_tokens(hid_t file, hid_t file_type, std::vector<hsize_t> dims,
+                 const std::vector<int32_t>& values) {
+  h5::Dataspace space(
+      h5::check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), "space"));
+  h5::Dataset ds(h5::check(
+      H5Dcreate2(file, "/tokens", file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+      "create"));
+  if (!values.empty()) {
+    h5::check(H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()),
+              "write");
+  }
+}
+
+void expect_load_error(const SharedDir& dir, const std::string& path,
+                       const std::vector<std::string>& fragments) {
+  try {
+    TokenDataset::load(dir.comm, path);
+    BOOST_ERROR("loading " << path << " did not throw; expected '" << fragments.front() << "'");
+  } catch (const InputError& e) {
+    std::string message = e.what();
+    BOOST_TEST_MESSAGE("InputError: " << message);
+    BOOST_TEST(message.find(path) != std::string::npos, "'" << message << "' lacks the path");
+    for (const std::string& fragment : fragments) {
+      BOOST_TEST(message.find(fragment) != std::string::npos,
+                 "'" << message << "' lacks '" << fragment << "'");
+    }
+  }
+  dir.comm.barrier();
+}
+
+std::vector<int32_t> iota_tokens(size_t n, int32_t modulus) {
+  std::vector<int32_t> tokens(n);
+  for (size_t i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>(i % static_cast<size_t>(modulus));
+  return tokens;
+}
+
+// The stored type class/size and whether /tokens carries the Fletcher32 filter.
+struct StoredLayout {
+  size_t type_size = 0;
+  H5T_sign_t sign = H5T_SGN_ERROR;
+  bool fletcher32 = false;
+};
+StoredLayout stored_layout(const std::string& path) {
+  h5::File file = h5::open_file(path, H5F_ACC_RDONLY);
+  h5::Dataset ds(h5::check(H5Dopen2(file, "/tokens", H5P_DEFAULT), "open"));
+  h5::Datatype type(h5::check(H5Dget_type(ds), "type"));
+  h5::PropList dcpl(h5::check(H5Dget_create_plist(ds), "dcpl"));
+  StoredLayout out;
+  out.type_size = H5Tget_size(type);
+  out.sign = H5Tget_sign(type);
+  int filters = h5::check(H5Pget_nfilters(dcpl), "nfilters");
+  for (int i = 0; i < filters; ++i) {
+    unsigned flags = 0, config = 0;
+    size_t n_values = 0;
+    if (H5Pget_filter2(dcpl, static_cast<unsigned>(i), &flags, &n_values, nullptr, 0, nullptr,
+                       &config) == H5Z_FILTER_FLETCHER32) {
+      out.fletcher32 = true;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+BOOST_TEST_GLOBAL_FIXTURE(MpiFixture);
+
+BOOST_AUTO_TEST_CASE(write_then_load_uint16) {
+  SharedDir dir;
+  const std::string path = dir.file("small.h5");
+  const std::vector<int32_t> tokens = iota_tokens(3000, 256);
+  dir.on_root([&] { write_token_dataset(path, tokens, 256); });
+  TokenDataset data = TokenDataset::load(dir.comm, path);
+  BOOST_TEST(data.path() == path);
+  BOOST_TEST(data.vocab_size() == 256);
+  BOOST_TEST(data.size() == tokens.size());
+  BOOST_TEST(std::vector<int32_t>(data.data(), data.data() + data.size()) == tokens,
+             boost::test_tools::per_element());
+  if (dir.comm.rank() == 0) {
+    StoredLayout layout = stored_layout(path);
+    BOOST_TEST(layout.type_size == 2u);
+    BOOST_TEST(layout.sign == H5T_SGN_NONE);
+    BOOST_TEST(layout.fletcher32);
+  }
+  dir.comm.barrier();
+}
+
+BOOST_AUTO_TEST_CASE(write_then_load_large_vocab_and_many_chunks) {
+  SharedDir dir;
+  const std::string path = dir.file("large.h5");
+  // 65536 still fits uint16; one more needs int32. 2.5 Mi tokens span three chunks.
+  std::vector<int32_t> tokens = iota_tokens((size_t{5} << 20) / 2, 70001);
+  tokens.back() = 70000;
+  dir.on_root([&] { write_token_dataset(path, tokens, 70001); });
+  TokenDataset data = TokenDataset::load(dir.comm, path);
+  BOOST_TEST(data.vocab_size() == 70001);
+  BOOST_TEST(std::equal(tokens.begin(), tokens.end(), data.data()));
+  if (dir.comm.rank() == 0) {
+    StoredLayout layout = stored_layout(path);
+    BOOST_TEST(layout.type_size == 4u);
+    BOOST_TEST(layout.sign == H5T_SGN_2);
+  }
+  const std::string edge = dir.file("edge.h5");
+  dir.on_root([&] { write_token_dataset(edge, std::vector<int32_t>{0, 65535, 7}, 65536); });
+  BOOST_TEST(TokenDataset::load(dir.comm, edge).data()[1] == 65535);
+  if (dir.comm.rank() == 0) BOOST_TEST(stored_layout(edge).type_size == 2u);
+  dir.comm.barrier();
+}
+
+BOOST_AUTO_TEST_CASE(load_accepts_other_integer_types_and_root_vocab) {
+  // As numpy/h5py would write it: int64 tokens, vocab_size on the root group.
+  SharedDir dir;
+  const std::string path = dir.file("int64.h5");
+  const std::vector<int32_t> tokens{5, 0, 99, 42};
+  dir.on_root([&] {
+    write_raw(path, [&](hid_t file) {
+      make_tokens(file, H5T_STD_I64LE, {4}, tokens);
+      h5::write_int_attr(file, "vocab_size", 100);
+    });
+  });
+  TokenDataset data = TokenDataset::load(dir.comm, path);
+  BOOST_TEST(data.vocab_size() == 100);
+  BOOST_TEST(std::vector<int32_t>(data.data(), data.data() + 4) == tokens,
+             boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(sampler_walks_spans_and_wraps) {
+  // N = 50 tokens whose value is their index, G = 4 sequences of T = 3: each batch reads
+  // 13 tokens and moves on 12. Starts 0, 12, 24, 36 (36 + 13 = 49 <= 50), then 48 + 13 > 50
+  // wraps to 0.
+  SharedDir dir;
+  const std::string path = dir.file("iota50.h5");
+  dir.on_root([&] { write_token_dataset(path, iota_tokens(50, 256), 256); });
+  TokenDataset data = TokenDataset::load(dir.comm, path);
+  SequentialSampler sampler(data.size(), 4, 3);
+  std::vector<size_t> starts;
+  for (int k = 0; k < 6; ++k) {
+    starts.push_back(sampler.position());
+    sampler.advance();
+  }
+  BOOST_TEST(starts == (std::vector<size_t>{0, 12, 24, 36, 0, 12}),
+             boost::test_tools::per_element());
+
+  // The batch at p = 36: all rows, then the two halves a DP of 2 takes.
+  sampler.set_position(36);
+  std::vector<int32_t> inputs, targets;
+  sampler.rows(data, 0, 4, inputs, targets);
+  BOOST_TEST(inputs == (std::vector<int32_t>{36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47}),
+             boost::test_tools::per_element());
+  BOOST_TEST(targets == (std::vector<int32_t>{37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48}),
+             boost::test_tools::per_element());
+  const int dp = 2, G = 4;
+  for (int d = 0; d < dp; ++d) {
+    const long begin = long(d) * G / dp, end = long(d + 1) * G / dp;
+    sampler.rows(data, begin, end - begin, inputs, targets);
+    std::vector<int32_t> want_in = d == 0 ? std::vector<int32_t>{36, 37, 38, 39, 40, 41}
+                                          : std::vector<int32_t>{42, 43, 44, 45, 46, 47};
+    std::vector<int32_t> want_tg = d == 0 ? std::vector<int32_t>{37, 38, 39, 40, 41, 42}
+                                          : std::vector<int32_t>{43, 44, 45, 46, 47, 48};
+    BOOST_TEST(inputs == want_in, boost::test_tools::per_element());
+    BOOST_TEST(targets == want_tg, boost::test_tools::per_element());
+  }
+  // One row from the middle of batch 1 (p = 12): row 2 starts at 12 + 2*3.
+  sampler.set_position(12);
+  sampler.rows(data, 2, 1, inputs, targets);
+  BOOST_TEST(inputs == (std::vector<int32_t>{18, 19, 20}), boost::test_tools::per_element());
+  BOOST_TEST(targets == (std::vector<int32_t>{19, 20, 21}), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(sampler_wrap_boundary_and_fits) {
+  // With N = 49 the batch at 36 still fits exactly (needs tokens 36..48); with N = 48 it does
+  // not, so the walk wraps after 24.
+  auto walk = [](size_t n) {
+    SequentialSampler s(n, 4, 3);
+    std::vector<size_t> starts;
+    for (int k = 0; k < 5; ++k, s.advance()) starts.push_back(s.position());
+    return starts;
+  };
+  BOOST_TEST(walk(49) == (std::vector<size_t>{0, 12, 24, 36, 0}), boost::test_tools::per_element());
+  BOOST_TEST(walk(48) == (std::vector<size_t>{0, 12, 24, 0, 12}), boost::test_tools::per_element());
+  // A dataset of exactly one batch stays at 0.
+  BOOST_TEST(walk(13) == (std::vector<size_t>{0, 0, 0, 0, 0}), boost::test_tools::per_element());
+  BOOST_TEST(SequentialSampler::fits(13, 4, 3));
+  BOOST_TEST(!SequentialSampler::fits(12, 4, 3));
+  BOOST_TEST(!SequentialSampler::fits(0, 1, 1));
+  BOOST_TEST(!SequentialSampler::fits(100, 0, 3));
+  BOOST_TEST(!SequentialSampler::fits(100, 1L << 62, 1 << 30));  // no overflow
+  BOOST_CHECK_THROW(SequentialSampler(12, 4, 3), InputError);
+}
+
+BOOST_AUTO_TEST_CASE(bad_datasets_are_refused) {
+  SharedDir dir;
+  expect_load_error(dir, dir.file("missing.h5"), {"no such file"});
+
+  const std::string text = dir.file("text.h5");
+  dir.on_root([&] { std::ofstream(text) << "this is not HDF5\n"; });
+  expect_load_error(dir, text, {"not an HDF5 file"});
+
+  const std::string no_tokens = dir.file("no_tokens.h5");
+  dir.on_root([&] {
+    write_raw(no_tokens, [](hid_t file) {
+      h5::Group g(
+          h5::check(H5Gcreate2(file, "/other", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "group"));
+    });
+  });
+  expect_load_error(dir, no_tokens, {"no /tokens"});
+
+  const std::string group = dir.file("group.h5");
+  dir.on_root([&] {
+    write_raw(group, [](hid_t file) {
+      h5::Group g(
+          h5::check(H5Gcreate2(file, "/tokens", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "group"));
+    });
+  });
+  expect_load_error(dir, group, {"not a dataset"});
+
+  const std::string two_d = dir.file("two_d.h5");
+  dir.on_root([&] {
+    write_raw(two_d, [](hid_t file) {
+      make_tokens(file, H5T_STD_I32LE, {2, 3}, {1, 2, 3, 4, 5, 6});
+      h5::write_int_attr(file, "vocab_size", 256);
+    });
+  });
+  expect_load_error(dir, two_d, {"2-D (2 x 3)", "must be 1-D"});
+
+  const std::string floats = dir.file("float.h5");
+  dir.on_root([&] {
+    write_raw(floats, [](hid_t file) {
+      make_tokens(file, H5T_IEEE_F32LE, {3}, {1, 2, 3});
+      h5::write_int_attr(file, "vocab_size", 256);
+    });
+  });
+  expect_load_error(dir, floats, {"floating-point", "integers"});
+
+  const std::string too_big = dir.file("too_big.h5");
+  dir.on_root([&] {
+    write_raw(too_big, [](hid_t file) {
+      make_tokens(file, H5T_STD_U16LE, {4}, {1, 2, 300, 3});
+      h5::write_int_attr(file, "vocab_size", 256);
+    });
+  });
+  expect_load_error(dir, too_big, {"token 300 at index 2", "vocab_size = 256"});
+
+  const std::string negative = dir.file("negative.h5");
+  dir.on_root([&] {
+    write_raw(negative, [](hid_t file) {
+      make_tokens(file, H5T_STD_I32LE, {3}, {1, -1, 3});
+      h5::write_int_attr(file, "vocab_size", 256);
+    });
+  });
+  expect_load_error(dir, negative, {"token -1 at index 1"});
+
+  const std::string no_vocab = dir.file("no_vocab.h5");
+  dir.on_root([&] {
+    write_raw(no_vocab, [](hid_t file) { make_tokens(file, H5T_STD_I32LE, {3}, {1, 2, 3}); });
+  });
+  expect_load_error(dir, no_vocab, {"no vocab_size attribute"});
+
+  const std::string zero_vocab = dir.file("zero_vocab.h5");
+  dir.on_root([&] {
+    write_raw(zero_vocab, [](hid_t file) {
+      make_tokens(file, H5T_STD_I32LE, {3}, {1, 2, 3});
+      h5::write_int_attr(file, "vocab_size", 0);
+    });
+  });
+  expect_load_error(dir, zero_vocab, {"bad vocab_size 0"});
+
+  const std::string string_vocab = dir.file("string_vocab.h5");
+  dir.on_root([&] {
+    write_raw(string_vocab, [](hid_t file) {
+      make_tokens(file, H5T_STD_I32LE, {3}, {1, 2, 3});
+      h5::write_string_attr(file, "vocab_size", "256");
+    });
+  });
+  expect_load_error(dir, string_vocab, {"bad vocab_size attribute", "not an integer"});
+
+  const std::string empty = dir.file("empty.h5");
+  dir.on_root([&] { write_token_dataset(empty, {}, 256); });
+  expect_load_error(dir, empty, {"/tokens is empty"});
+}
+
+BOOST_AUTO_TEST_CASE(corruption_is_detected) {
+  // Flip one byte inside the stored tokens: the Fletcher32 checksum must refuse the read.
+  SharedDir dir;
+  const std::string path = dir.file("corrupt.h5");
+  const std::vector<int32_t> tokens = iota_tokens(4096, 256);
+  dir.on_root([&] {
+    write_token_dataset(path, tokens, 256);
+    haddr_t offset = 0;
+    {
+      h5::File file = h5::open_file(path, H5F_ACC_RDONLY);
+      h5::Dataset ds(h5::check(H5Dopen2(file, "/tokens", H5P_DEFAULT), "open"));
+      h5::Dataspace space(h5::check(H5Dget_space(ds), "space"));
+      hsize_t chunk_offset = 0, size = 0;
+      unsigned mask = 0;
+      h5::check(H5Dget_chunk_info(ds, space, 0, &chunk_offset, &mask, &offset, &size), "chunk");
+    }
+    BOOST_REQUIRE(offset != HADDR_UNDEF);
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(offset + 100));
+    char byte = 0;
+    f.read(&byte, 1);
+    byte = static_cast<char>(byte ^ 0x5a);
+    f.seekp(static_cast<std::streamoff>(offset + 100));
+    f.write(&byte, 1);
+  });
+  expect_load_error(dir, path, {"read /tokens"});
+}
+
+BOOST_AUTO_TEST_CASE(write_refuses_bad_input) {
+  SharedDir dir;
+  if (dir.comm.rank() == 0) {
+    BOOST_CHECK_THROW(write_token_dataset(dir.file("w.h5"), std::vector<int32_t>{1, 256}, 256),
+                      InputError);
+    BOOST_CHECK_THROW(write_token_dataset(dir.file("w.h5"), std::vector<int32_t>{1}, 0),
+                      InputError);
+    BOOST_CHECK_THROW(write_token_dataset(dir.file("no/such/dir/w.h5"), std::vector<int32_t>{1}, 2),
+                      InputError);
+  }
+  dir.comm.barrier();
+}
