@@ -81,6 +81,13 @@ double Model::loss(int slot, float loss_scale, bool backward) {
                                  dres_.data());  // collective over TP
 }
 
+std::vector<float> Model::logits_row(int position) const {
+  MPT_CHECK(head_work_ != nullptr, "logits_row() on a stage without the head");
+  std::vector<float> row(size_t(shape_.vocab_owned()));
+  be_.to_host(row.data(), head_work_->logits.data() + size_t(position) * shape_.Vl(), row.size());
+  return row;
+}
+
 void Model::backward(int slot, const std::function<void(size_t)>& grads_ready) {
   if (head_) grads_ready(params_.infos()[head_->lnf_w].offset);
   for (int l = static_cast<int>(blocks_.size()) - 1; l >= 0; --l) {

@@ -45,6 +45,9 @@ class Model {
   // B*T token losses; with backward, leaves d(loss_scale * sum)/d(output) in stage_grad().
   // Collective over TP.
   double loss(int slot, float loss_scale, bool backward);
+  // Last stage, after loss(): the logits of token `position` of sequence 0 of the
+  // micro-batch (this rank's vocabulary shard, padding dropped).
+  std::vector<float> logits_row(int position) const;
   // Blocks (last to first) and the embedding (first stage), starting from stage_grad().
   // After each layer, grads_ready(offset) says every gradient at or above that flat offset is
   // final for this micro-batch. Collective over TP.
