@@ -30,7 +30,7 @@ class CheckpointError : public InputError {
 // Scalars stored as root attributes (attribute names in brackets): step [step], tokens_seen
 // [tokens_seen], deck_text [deck], model_text [model_deck], layout [layout], sampler_position
 // [sampler_position], rng_seed [rng_seed], rng_offset [rng_offset]; next to them format and
-// format_version, and /optim carries the optimizer step as [step].
+// format_version. adam_step is the attribute [step] of the group /optim.
 struct CheckpointMeta {
   long step = 0;                  // optimizer steps completed
   int64_t tokens_seen = 0;
