@@ -1,0 +1,94 @@
+// Process-grid tests (run on 1 to 8 ranks by test/grid_mpi.sh): for every layout of the
+// world, each rank's coordinates follow rank = tp_rank + tp*(dp_rank + dp*pp_rank), each
+// TP/DP/PP group holds exactly the ranks the formula says, the embedding pair joins the
+// first and last stage, and check_layout() refuses impossible layouts with a useful message.
+#define BOOST_TEST_MODULE grid
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <vector>
+
+#include "mptrain/comm.hpp"
+#include "mptrain/grid.hpp"
+
+using namespace mptrain;
+
+struct MpiFixture {
+  MpiFixture() : session(&boost::unit_test::framework::master_test_suite().argc,
+                         &boost::unit_test::framework::master_test_suite().argv) {}
+  MpiSession session;
+};
+BOOST_TEST_GLOBAL_FIXTURE(MpiFixture);
+
+namespace {
+// World ranks of the members of `comm`, in comm-rank order.
+std::vector<int> members(const Comm& comm, int world_rank) {
+  std::vector<float> mine{float(world_rank)}, all(comm.size());
+  comm.allgather(mine, all);
+  return std::vector<int>(all.begin(), all.end());
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(every_layout_of_the_world) {
+  const Comm world = Comm::world();
+  const int W = world.size(), me = world.rank();
+  int layouts = 0;
+  for (int tp = 1; tp <= W; ++tp)
+    for (int pp = 1; pp <= W / tp; ++pp) {
+      if (W % (tp * pp)) continue;
+      const int dp = W / (tp * pp);
+      ++layouts;
+      Grid grid(Comm::world(), Layout{tp, pp, dp});
+      BOOST_TEST_CONTEXT("layout tp=" << tp << " pp=" << pp << " dp=" << dp << " rank " << me) {
+        BOOST_TEST(grid.tp().size() == tp);
+        BOOST_TEST(grid.dp().size() == dp);
+        BOOST_TEST(grid.pp().size() == pp);
+        BOOST_TEST(me == grid.tp_rank() + tp * (grid.dp_rank() + dp * grid.pp_rank()));
+        const int base_tp = me - grid.tp_rank();
+        const std::vector<int> tp_members = members(grid.tp(), me);
+        for (int i = 0; i < tp; ++i) BOOST_TEST(tp_members[i] == base_tp + i);  // neighbours
+        const std::vector<int> dp_members = members(grid.dp(), me);
+        for (int i = 0; i < dp; ++i)
+          BOOST_TEST(dp_members[i] == grid.tp_rank() + tp * (i + dp * grid.pp_rank()));
+        const std::vector<int> pp_members = members(grid.pp(), me);
+        for (int i = 0; i < pp; ++i)
+          BOOST_TEST(pp_members[i] == grid.tp_rank() + tp * (grid.dp_rank() + dp * i));
+        BOOST_TEST(grid.first_stage() == (grid.pp_rank() == 0));
+        BOOST_TEST(grid.last_stage() == (grid.pp_rank() == pp - 1));
+        if (grid.first_stage() || grid.last_stage()) {
+          BOOST_TEST(!grid.embed().null());
+          BOOST_TEST(grid.embed().size() == (pp == 1 ? 1 : 2));
+          const std::vector<int> e = members(grid.embed(), me);
+          BOOST_TEST(e.front() == grid.tp_rank() + tp * grid.dp_rank());  // stage 0 of my column
+          BOOST_TEST(e.back() == grid.tp_rank() + tp * (grid.dp_rank() + dp * (pp - 1)));
+        } else {
+          BOOST_TEST(grid.embed().null());
+        }
+      }
+    }
+  BOOST_TEST(layouts >= 1);
+}
+
+BOOST_AUTO_TEST_CASE(traffic_is_counted_per_axis) {
+  const Comm world = Comm::world();
+  Grid grid(Comm::world(), Layout{world.size(), 1, 1});
+  std::vector<float> data(10, 1.0f);
+  grid.tp().allreduce_sum(std::span<float>(data));
+  BOOST_TEST(grid.counters().bytes_sent[int(Axis::tp)] == 10 * sizeof(float));
+  BOOST_TEST(grid.counters().bytes_sent[int(Axis::dp)] == 0u);
+  BOOST_TEST(data[3] == float(world.size()));
+}
+
+BOOST_AUTO_TEST_CASE(impossible_layouts_are_refused_with_a_reason) {
+  LayoutRequirements req{8, 4, 6, 16, 2};  // world, n_head, n_layer, global_batch, micro_batch
+  BOOST_TEST(check_layout(Layout{2, 2, 2}, req).empty());
+  BOOST_TEST(check_layout(Layout{2, 2, 1}, req).find("needs 4 ranks but the job has 8") !=
+             std::string::npos);
+  BOOST_TEST(check_layout(Layout{8, 1, 1}, req).find("does not divide [model] n_head = 4") !=
+             std::string::npos);
+  BOOST_TEST(check_layout(Layout{1, 4, 2}, req).find("does not divide [model] n_layer = 6") !=
+             std::string::npos);
+  req.global_batch = 12;
+  BOOST_TEST(check_layout(Layout{1, 1, 8}, req).find("global_batch = 12 is not divisible") !=
+             std::string::npos);
+}
