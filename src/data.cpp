@@ -17,6 +17,7 @@
 
 #include "h5util.hpp"
 #include "mptrain/error.hpp"
+#include "mptrain/init.hpp"
 
 namespace mptrain {
 namespace {
@@ -82,6 +83,22 @@ const char* type_class_name(H5T_class_t cls) {
 }
 
 }  // namespace
+
+TokenDataset TokenDataset::from_tokens(std::string name, int vocab_size,
+                                       std::vector<int32_t> tokens) {
+  if (vocab_size <= 0)
+    throw InputError(dataset_prefix(name) + "vocab_size must be > 0, got " +
+                     std::to_string(vocab_size));
+  for (int32_t t : tokens)
+    if (t < 0 || t >= vocab_size)
+      throw InputError(dataset_prefix(name) + "token " + std::to_string(t) + " outside [0, " +
+                       std::to_string(vocab_size) + ")");
+  TokenDataset out;
+  out.path_ = std::move(name);
+  out.vocab_size_ = vocab_size;
+  out.tokens_ = std::move(tokens);
+  return out;
+}
 
 TokenDataset TokenDataset::load(const Comm& comm, const std::string& path) {
   // Checked before HDF5 so the common mistakes get plain words rather than MPI-IO's.
@@ -241,6 +258,44 @@ void SequentialSampler::advance() {
   const size_t step = static_cast<size_t>(global_batch_) * static_cast<size_t>(seq_len_);
   position_ += step;
   if (position_ + step + 1 > n_tokens_) position_ = 0;  // wrap: the next span would not fit
+  ++draws_;
+}
+
+void SequentialSampler::restore(uint64_t draws, size_t position) {
+  draws_ = draws;
+  position_ = position;
+}
+
+ShuffleSampler::ShuffleSampler(size_t n_tokens, long global_batch, int seq_len, uint64_t seed)
+    : SequentialSampler(n_tokens, global_batch, seq_len), seed_(seed) {
+  // Spans [k*G*T, k*G*T + G*T + 1) that fit: k <= (N - 1 - G*T) / (G*T).
+  batches_per_epoch_ = (n_tokens - 1 - batch_tokens()) / batch_tokens() + 1;
+  seek();
+}
+
+void ShuffleSampler::seek() {
+  const uint64_t epoch = draws() / batches_per_epoch_;
+  if (epoch != cached_epoch_) {
+    // A seeded permutation: sort the batch indices by counter-based random keys.
+    std::vector<std::pair<double, uint64_t>> keyed(batches_per_epoch_);
+    const uint64_t stream = name_stream("shuffle-sampler") ^ epoch;
+    for (uint64_t k = 0; k < batches_per_epoch_; ++k) keyed[k] = {uniform_at(seed_, stream, k), k};
+    std::sort(keyed.begin(), keyed.end());
+    order_.resize(batches_per_epoch_);
+    for (uint64_t k = 0; k < batches_per_epoch_; ++k) order_[k] = keyed[k].second;
+    cached_epoch_ = epoch;
+  }
+  set_position(order_[draws() % batches_per_epoch_] * batch_tokens());
+}
+
+void ShuffleSampler::advance() {
+  SequentialSampler::advance();
+  seek();
+}
+
+void ShuffleSampler::restore(uint64_t draws, size_t position) {
+  SequentialSampler::restore(draws, position);
+  seek();
 }
 
 }  // namespace mptrain

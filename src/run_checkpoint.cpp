@@ -58,6 +58,7 @@ void Run::save_checkpoint() {
   meta.layout = layout_text();
   meta.sampler_position = sampler->position();
   meta.rng_seed = deck.train.seed;
+  meta.rng_offset = sampler->draws();
   meta.adam_step = optimizer->adam_step();
   CheckpointDir dir(deck.checkpoint.dir, deck.checkpoint.keep);
   double seconds = 0;
@@ -85,7 +86,7 @@ void Run::restore_checkpoint(const std::string& path) {
   optimizer->set_adam_step(meta.adam_step);
   step = meta.step;
   tokens_seen = meta.tokens_seen;
-  sampler->set_position(meta.sampler_position);
+  sampler->restore(meta.rng_offset, meta.sampler_position);
   last_saved_step = step;
   if (is_root())
     std::printf("restarted from %s (step %ld, written with %s)\n", path.c_str(), step,

@@ -114,13 +114,16 @@ void print_summary(Run& run, const CommCounters& measured, long steps_run, doubl
                                              "count)" : "ok (every rank sent exactly the analytic count)");
 }
 
-std::unique_ptr<Run> build_run(const Deck& deck, Comm world) {
+}  // namespace
+
+std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& options) {
   const Layout layout = resolve_layout(deck, world.size());  // pure: throws before collectives
   Deck resolved = deck;
   resolved.parallel.dp = layout.dp;
   auto run = std::make_unique<Run>(resolved, std::move(world), layout);  // collective
   Run& r = *run;
-  r.train_data = TokenDataset::load(r.grid.world(), deck.data.train);  // collective
+  r.train_data = options.train_data ? *options.train_data
+                                     : TokenDataset::load(r.grid.world(), deck.data.train);  // collective
   ModelConfig& mc = r.deck.model;
   if (mc.vocab_size == 0) mc.vocab_size = r.train_data.vocab_size();
   if (mc.vocab_size < r.train_data.vocab_size())
@@ -142,6 +145,7 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world) {
   }
   const Comm node = r.grid.world().split_node();  // collective
   r.backend = select_backend(deck.device.backend, deck.device.threads, node.rank(), node.size());
+  if (options.wrap_backend) r.backend = options.wrap_backend(std::move(r.backend));
   const int micro_batches = int(G / (long(layout.dp) * deck.parallel.micro_batch));
   const int slots = std::min(micro_batches, layout.pp);
   r.model = std::make_unique<Model>(*r.backend, r.grid, mc, deck.parallel.micro_batch, slots,
@@ -150,11 +154,12 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world) {
                                             deck.parallel.bucket_mb);
   r.schedule = std::make_unique<PipelineSchedule>(*r.backend, *r.model, r.grid, G,
                                                   deck.parallel.micro_batch);
-  r.sampler = std::make_unique<SequentialSampler>(r.train_data.size(), G, mc.seq_len);
+  if (deck.data.sampler == "shuffle")
+    r.sampler = std::make_unique<ShuffleSampler>(r.train_data.size(), G, mc.seq_len, deck.train.seed);
+  else
+    r.sampler = std::make_unique<SequentialSampler>(r.train_data.size(), G, mc.seq_len);
   return run;
 }
-
-}  // namespace
 
 Layout resolve_layout(const Deck& deck, int world_size) {
   Layout layout{deck.parallel.tp, deck.parallel.pp, deck.parallel.dp};
@@ -271,7 +276,13 @@ int train(const Deck& deck, Comm world) {
   }
   if (run.last_saved_step != run.step) run.save_checkpoint();  // collective
   print_summary(run, traffic, steps_run, run_clock.seconds());  // collective
-  if (run.is_root()) std::printf("final loss %.6f\n", last_loss);
+  if (run.is_root()) {
+    if (steps_run > 0)
+      std::printf("final loss %.6f\n", last_loss);
+    else
+      std::printf("nothing to train: the run is already at step %ld of %ld\n", run.step,
+                  d.train.steps);
+  }
   return exit_ok;
 }
 

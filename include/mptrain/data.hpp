@@ -19,6 +19,10 @@ class TokenDataset {
   // /tokens, a non-integer or non-1-D dataset, a missing or bad vocab_size, or a token outside
   // [0, vocab_size).
   static TokenDataset load(const Comm& comm, const std::string& path);
+  // Not collective: a dataset held in memory (the benchmark's synthetic tokens). `name` stands
+  // in for the path in messages. Throws InputError for vocab_size <= 0 or a token outside
+  // [0, vocab_size).
+  static TokenDataset from_tokens(std::string name, int vocab_size, std::vector<int32_t> tokens);
 
   const std::string& path() const { return path_; }
   int vocab_size() const { return vocab_size_; }
@@ -40,6 +44,7 @@ void write_token_dataset(const std::string& path, std::span<const int32_t> token
 class SequentialSampler {
  public:
   SequentialSampler(size_t n_tokens, long global_batch, int seq_len);
+  virtual ~SequentialSampler() = default;
   // Start of the current batch's span.
   size_t position() const { return position_; }
   void set_position(size_t p) { position_ = p; }
@@ -47,7 +52,11 @@ class SequentialSampler {
   // (rows, T) row-major.
   void rows(const TokenDataset& data, long row_begin, long rows, std::vector<int32_t>& inputs,
             std::vector<int32_t>& targets) const;
-  void advance();
+  virtual void advance();
+  // Batches drawn so far (the shuffle sampler's state; informative for the sequential one).
+  uint64_t draws() const { return draws_; }
+  // Restores the state after `draws` batches (position included).
+  virtual void restore(uint64_t draws, size_t position);
   // True when the dataset holds at least one global batch (G*T + 1 tokens).
   static bool fits(size_t n_tokens, long global_batch, int seq_len);
 
@@ -56,6 +65,29 @@ class SequentialSampler {
   long global_batch_;
   int seq_len_;
   size_t position_ = 0;
+  uint64_t draws_ = 0;
+
+ protected:
+  size_t batch_tokens() const { return size_t(global_batch_) * size_t(seq_len_); }
+  size_t n_tokens() const { return n_tokens_; }
+};
+
+// [data] sampler = shuffle: the same G*T-token batch spans as the sequential sampler (those
+// starting at multiples of G*T that fit), visited in a seeded random order that changes every
+// epoch. The order is a pure function of (seed, epoch), so the state is the draw count alone
+// and resuming is exact.
+class ShuffleSampler : public SequentialSampler {
+ public:
+  ShuffleSampler(size_t n_tokens, long global_batch, int seq_len, uint64_t seed);
+  void advance() override;
+  void restore(uint64_t draws, size_t position) override;
+
+ private:
+  void seek();  // position for the current draw count
+  uint64_t seed_;
+  uint64_t batches_per_epoch_;
+  uint64_t cached_epoch_ = ~uint64_t(0);
+  std::vector<uint64_t> order_;  // batch indices of cached_epoch_, in visiting order
 };
 
 }  // namespace mptrain
