@@ -251,7 +251,8 @@ const std::vector<KeySpec>& key_table() {
       choice_key("device", "backend", &D::device, &DeviceConfig::backend, {"cpu", "cuda", "auto"}),
       integer_key("device", "threads", &D::device, &DeviceConfig::threads, 0, int_max,
                   "num_threads"),
-      bool_key("device", "tf32", &D::device, &DeviceConfig::tf32),
+      choice_key("device", "precision", &D::device, &DeviceConfig::precision,
+                 {"fp32", "tf32", "bf16"}),
   };
   return keys;
 }

@@ -3,6 +3,7 @@
 // run stands (step, tokens, sampler position).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,5 +46,19 @@ struct Run {
   // checkpoints are refused with their reason and the next older one is tried.
   void restart();
 };
+
+// What build_run() may do differently from training (the benchmark uses both).
+struct RunOptions {
+  // Used instead of loading [data] train (then [data] train is only a name).
+  const TokenDataset* train_data = nullptr;
+  // Wraps the backend select_backend() chose (e.g. in a timing decorator) before anything
+  // is allocated with it.
+  std::function<std::unique_ptr<Backend>(std::unique_ptr<Backend>)> wrap_backend;
+};
+
+// Collective over world: deck -> layout check -> grid -> data -> backend -> model ->
+// optimizer -> schedule, exactly as mptrain trains. Throws InputError (on every rank) for
+// problems with the deck or the data.
+std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& options = {});
 
 }  // namespace mptrain

@@ -74,7 +74,7 @@ metrics = out/metrics.csv
 [device]
 backend = auto
 threads = 8
-tf32 = TRUE
+precision = bf16
 )";
 
 const std::string minimal_deck = "[data]\ntrain = t.h5\n";
@@ -170,7 +170,7 @@ BOOST_AUTO_TEST_CASE(full_deck_values) {
   BOOST_TEST(d.log.metrics == "out/metrics.csv");
   BOOST_TEST(d.device.backend == "auto");
   BOOST_TEST(d.device.threads == 8);
-  BOOST_TEST(d.device.tf32);
+  BOOST_TEST(d.device.precision == "bf16");
 }
 
 BOOST_AUTO_TEST_CASE(defaults_when_absent) {
@@ -214,13 +214,13 @@ BOOST_AUTO_TEST_CASE(overrides_win) {
   ScratchDir dir;
   std::string path = dir.write("run.deck", full_deck);
   Deck d = read_deck(path, {"--train.steps=7", "--optim.schedule=cosine",
-                            "--data.val=", "--parallel.bucket_mb", "8", "--device.tf32=no"});
+                            "--data.val=", "--parallel.bucket_mb", "8", "--checkpoint.save_initial=no"});
   BOOST_TEST(d.path == path);
   BOOST_TEST(d.train.steps == 7);
   BOOST_TEST(d.optim.schedule == "cosine");
   BOOST_TEST(d.data.val.empty());
   BOOST_TEST(d.parallel.bucket_mb == 8.0);
-  BOOST_TEST(!d.device.tf32);
+  BOOST_TEST(!d.checkpoint.save_initial);
   BOOST_TEST(d.model.n_layer == 3);  // untouched keys keep the file's value
   // The last of two overrides wins; an override may also set a key the file leaves out.
   Deck e = parse_deck_text(minimal_deck, "x", {"--train.steps=1", "--train.steps=2"});
@@ -268,8 +268,8 @@ BOOST_AUTO_TEST_CASE(bad_values) {
                     {"input/test.deck:4: [optim] schedule = \"cosin\": must be one of constant, "
                      "cosine, linear"});
   expect_text_error(minimal_deck + "[optim]\nzero = 2\n", {"[optim] zero", "0 or 1"});
-  expect_text_error(minimal_deck + "[device]\ntf32 = maybe\n",
-                    {"[device] tf32 = \"maybe\"", "true or false"});
+  expect_text_error(minimal_deck + "[optim]\ndecay_all = maybe\n",
+                    {"[optim] decay_all = \"maybe\"", "true or false"});
   expect_text_error(minimal_deck + "[device]\nbackend = gpu\n",
                     {"[device] backend", "cpu, cuda, auto"});
   expect_text_error(minimal_deck + "[parallel]\ntp = 0\n", {"[parallel] tp = \"0\"", ">= 1"});
@@ -297,10 +297,10 @@ BOOST_AUTO_TEST_CASE(bad_values) {
 BOOST_AUTO_TEST_CASE(bools_accept_the_usual_spellings) {
   for (const char* yes : {"true", "1", "yes", "Yes", "TRUE"}) {
     BOOST_TEST(
-        parse_deck_text(minimal_deck, "x", {std::string("--device.tf32=") + yes}).device.tf32);
+        parse_deck_text(minimal_deck, "x", {std::string("--optim.decay_all=") + yes}).optim.decay_all);
   }
   for (const char* no : {"false", "0", "no", "No", "FALSE"}) {
-    BOOST_TEST(!parse_deck_text(full_deck, "x", {std::string("--device.tf32=") + no}).device.tf32);
+    BOOST_TEST(!parse_deck_text(full_deck, "x", {std::string("--optim.decay_all=") + no}).optim.decay_all);
   }
 }
 

@@ -8,6 +8,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "mptrain/comm.hpp"
@@ -165,4 +166,133 @@ BOOST_AUTO_TEST_CASE(embedding_and_head_match_one_rank) {
   emb_par.backward(*p.be, p.ps_par, s_par, tok.data(), dx_par.data());
   emb_one.backward(*p.be, p.ps_one, s_one, tok.data(), dx_one.data());
   expect_all_shards_match(p.ps_par, p.ps_one, true, 1e-5);  // wte (tied), wpe, ln_f
+}
+
+// ---------------------------------------------------------------- finite differences (§5.4)
+
+namespace {
+
+// L = sum(out * R) in double, for directional finite differences of a whole layer.
+double weighted_sum(const std::vector<float>& out, const std::vector<float>& r) {
+  double s = 0;
+  for (size_t i = 0; i < out.size(); ++i) s += double(out[i]) * r[i];
+  return s;
+}
+
+// Compares, for each parameter tensor separately, the analytic directional derivative
+// sum(grad * D) with (L(p + eps D) - L(p - eps D)) / (2 eps) for a random direction D
+// supported on that tensor. `loss` runs the forward pass and returns L.
+void check_directional_derivatives(Backend& be, ParamSet& ps, const std::vector<float>& grads,
+                                   const std::function<double()>& loss) {
+  const std::vector<float> p0 = ps.params().to_host();
+  const double eps = 1e-2;
+  for (size_t i = 0; i < ps.infos().size(); ++i) {
+    const ParamInfo& info = ps.infos()[i];
+    std::vector<float> d = random_vector(info.size(), 100 + i);
+    double analytic = 0;
+    for (size_t k = 0; k < info.size(); ++k) analytic += double(grads[info.offset + k]) * d[k];
+    std::vector<float> p = p0;
+    for (size_t k = 0; k < info.size(); ++k) p[info.offset + k] = p0[info.offset + k] + float(eps) * d[k];
+    be.to_device(ps.params().data(), p.data(), p.size());
+    const double plus = loss();
+    for (size_t k = 0; k < info.size(); ++k) p[info.offset + k] = p0[info.offset + k] - float(eps) * d[k];
+    be.to_device(ps.params().data(), p.data(), p.size());
+    const double minus = loss();
+    be.to_device(ps.params().data(), p0.data(), p0.size());
+    const double numeric = (plus - minus) / (2 * eps);
+    BOOST_TEST_MESSAGE(info.spec.name << ": analytic " << analytic << ", finite difference " << numeric);
+    BOOST_TEST(std::abs(numeric - analytic) <= 2e-2 * std::max(1.0, std::abs(analytic)),
+               info.spec.name << ": analytic " << analytic << " vs finite difference " << numeric);
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(block_backward_matches_finite_differences) {
+  const Grid one(Comm::self(), Layout{1, 1, 1});
+  auto be = make_cpu_backend(1);
+  DeviceCollectives dc(*be);
+  const int B = 2, T = 4, C = 8, NH = 2;
+  const LayerShape s = make_shape(one, B, T, C, NH, 11);
+  ParamSet ps;
+  ParamBuilder pb(ps, s, true);
+  Block blk;
+  blk.register_params(pb, s, 0, 1);
+  ps.allocate(*be, 1);
+  ps.initialize(seed);
+  // Larger-than-GPT-2 weights, so that every path contributes visibly to L.
+  std::vector<float> p = ps.params().to_host();
+  const std::vector<float> noise = random_vector(p.size(), 7, 0.3f);
+  for (size_t k = 0; k < p.size(); ++k) p[k] += noise[k];
+  be->to_device(ps.params().data(), p.data(), p.size());
+
+  const size_t n = size_t(B) * T * C;
+  const std::vector<float> x = random_vector(n, 5), r = random_vector(n, 6);
+  Buffer x_dev(*be, n), dres(*be, n);
+  be->to_device(x_dev.data(), x.data(), n);
+  BlockActivations a(*be, s);
+  BlockScratch sc(*be, s);
+  auto loss = [&] {
+    blk.forward(*be, dc, one, ps, s, x_dev.data(), a);
+    return weighted_sum(a.out.to_host(), r);
+  };
+  loss();
+  be->to_device(dres.data(), r.data(), n);
+  blk.backward(*be, dc, one, ps, s, x_dev.data(), a, sc, dres.data());
+  check_directional_derivatives(*be, ps, ps.grads().to_host(), loss);
+
+  // The input gradient, along one random direction.
+  const std::vector<float> dx = dres.to_host(), dir = random_vector(n, 8);
+  double analytic = 0;
+  for (size_t k = 0; k < n; ++k) analytic += double(dx[k]) * dir[k];
+  std::vector<float> xs(n);
+  const double eps = 1e-2;
+  for (size_t k = 0; k < n; ++k) xs[k] = x[k] + float(eps) * dir[k];
+  be->to_device(x_dev.data(), xs.data(), n);
+  const double plus = loss();
+  for (size_t k = 0; k < n; ++k) xs[k] = x[k] - float(eps) * dir[k];
+  be->to_device(x_dev.data(), xs.data(), n);
+  const double minus = loss();
+  BOOST_TEST(std::abs((plus - minus) / (2 * eps) - analytic) <= 2e-2 * std::max(1.0, std::abs(analytic)));
+}
+
+BOOST_AUTO_TEST_CASE(embedding_and_head_backward_match_finite_differences) {
+  const Grid one(Comm::self(), Layout{1, 1, 1});
+  auto be = make_cpu_backend(1);
+  DeviceCollectives dc(*be);
+  const int B = 2, T = 4, C = 8, NH = 2, V = 11;
+  const LayerShape s = make_shape(one, B, T, C, NH, V);
+  ParamSet ps;
+  ParamBuilder pb(ps, s, true);
+  Embedding emb;
+  Head head;
+  emb.register_params(pb, s);
+  head.register_params(pb, s, emb.wte);
+  ps.allocate(*be, 1);
+  ps.initialize(seed);
+  std::vector<float> p = ps.params().to_host();
+  const std::vector<float> noise = random_vector(p.size(), 9, 0.5f);
+  for (size_t k = 0; k < p.size(); ++k) p[k] += noise[k];
+  be->to_device(ps.params().data(), p.data(), p.size());
+
+  const int N = B * T;
+  std::vector<int32_t> tokens(N), targets(N);
+  for (int i = 0; i < N; ++i) {
+    tokens[i] = int32_t(uniform_at(seed, 13, i) * V);
+    targets[i] = int32_t(uniform_at(seed, 14, i) * V);
+  }
+  IntBuffer tok(*be, N), tgt(*be, N);
+  be->to_device_int(tok.data(), tokens.data(), N);
+  be->to_device_int(tgt.data(), targets.data(), N);
+  Buffer x(*be, size_t(N) * C), dx(*be, size_t(N) * C);
+  Head::Work w(*be, s);
+  // L = mean token loss through embedding -> (identity) -> head, with the tied wte used twice.
+  auto loss = [&] {
+    emb.forward(*be, dc, one, ps, s, tok.data(), x.data());
+    return head.forward_backward(*be, dc, one, ps, s, x.data(), tgt.data(), 0, false, w, nullptr) / N;
+  };
+  emb.forward(*be, dc, one, ps, s, tok.data(), x.data());
+  head.forward_backward(*be, dc, one, ps, s, x.data(), tgt.data(), 1.0f / N, true, w, dx.data());
+  emb.backward(*be, ps, s, tok.data(), dx.data());
+  check_directional_derivatives(*be, ps, ps.grads().to_host(), loss);
 }
