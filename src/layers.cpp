@@ -133,19 +133,16 @@ void Block::forward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamS
   be.gemm(false, true, N, C, Cl, 1.0f, a.atty.data(), Cl, ps.param(proj_w), Cl, 0.0f,
           a.res2.data(), C);
   dc.allreduce_sum(grid.tp(), a.res2.data(), size_t(N) * C);  // collective over TP
-  be.add_bias(a.res2.data(), ps.param(proj_b), N, C);
-  be.add(a.res2.data(), a.res2.data(), x, size_t(N) * C);
+  // res2(B,T,C) = res2 + proj_b + x, and ln2(B,T,C) = LayerNorm(res2), in one pass.
+  be.residual_layernorm_forward(a.res2.data(), a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(),
+                                x, ps.param(proj_b), ps.param(ln2_w), ps.param(ln2_b), N, C);
   // MLP: ln2(B,T,C) -> fch(B,T,Hl) -> gelu -> out(B,T,C)
-  be.layernorm_forward(a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), a.res2.data(),
-                       ps.param(ln2_w), ps.param(ln2_b), N, C);
   be.gemm(false, true, N, Hl, C, 1.0f, a.ln2.data(), C, ps.param(fc_w), C, 0.0f, a.fch.data(), Hl);
-  be.add_bias(a.fch.data(), ps.param(fc_b), N, Hl);
-  be.gelu_forward(a.fch_gelu.data(), a.fch.data(), size_t(N) * Hl);
+  be.bias_gelu_forward(a.fch.data(), a.fch_gelu.data(), ps.param(fc_b), N, Hl);  // fch += fc_b
   be.gemm(false, true, N, C, Hl, 1.0f, a.fch_gelu.data(), Hl, ps.param(fcproj_w), Hl, 0.0f,
           a.out.data(), C);
   dc.allreduce_sum(grid.tp(), a.out.data(), size_t(N) * C);  // collective over TP
-  be.add_bias(a.out.data(), ps.param(fcproj_b), N, C);
-  be.add(a.out.data(), a.out.data(), a.res2.data(), size_t(N) * C);
+  be.add_bias_residual(a.out.data(), ps.param(fcproj_b), a.res2.data(), N, C);  // out(B,T,C)
 }
 
 void Block::backward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
@@ -159,8 +156,8 @@ void Block::backward(Backend& be, DeviceCollectives& dc, const Grid& grid, Param
           Hl);                                                           // dW(C,Hl) +=
   be.gemm(false, false, N, Hl, C, 1.0f, dres, C, ps.param(fcproj_w), Hl, 0.0f, sc.dfch.data(),
           Hl);                                                           // dfch_gelu(B,T,Hl)
-  be.gelu_backward(sc.dfch.data(), a.fch.data(), sc.dfch.data(), size_t(N) * Hl);
-  be.bias_backward(ps.grad(fc_b), sc.dfch.data(), N, Hl);
+  be.gelu_bias_backward(sc.dfch.data(), ps.grad(fc_b), a.fch.data(), sc.dfch.data(), N,
+                        Hl);                                             // dfch(B,T,Hl), dfc_b +=
   be.gemm(true, false, Hl, C, N, 1.0f, sc.dfch.data(), Hl, a.ln2.data(), C, 1.0f, ps.grad(fc_w),
           C);                                                            // dW(Hl,C) +=
   be.gemm(false, false, N, C, Hl, 1.0f, sc.dfch.data(), Hl, ps.param(fc_w), C, 0.0f,

@@ -111,10 +111,11 @@ StepReport Optimizer::step(long step_index, long total_steps) {
   report.grad_norm = std::sqrt(squares);
   report.applied = std::isfinite(report.grad_norm);
   if (report.applied) {
-    if (config_.grad_clip > 0 && report.grad_norm > config_.grad_clip) {
-      const float scale = float(config_.grad_clip / report.grad_norm);
-      be_.scale(grads, scale, config_.zero ? shard_size_ : params_.padded());
-    }
+    // Clipping, the update and (zero = 0) the zeroing of the gradients for the next step are
+    // one fused pass per tensor (Backend::adamw_step).
+    float clip_scale = 1.0f;
+    if (config_.grad_clip > 0 && report.grad_norm > config_.grad_clip)
+      clip_scale = float(config_.grad_clip / report.grad_norm);
     ++adam_step_;
     // AdamW per tensor (weight decay differs), restricted to the shard under ZeRO-1.
     const size_t lo = config_.zero ? shard_lo_ : 0;
@@ -123,9 +124,10 @@ StepReport Optimizer::step(long step_index, long total_steps) {
       const size_t a = std::max(lo, p.offset), b = std::min(hi, p.offset + p.size());
       if (a >= b) continue;
       const float wd = (p.weight_decay || config_.decay_all) ? float(config_.weight_decay) : 0.0f;
-      be_.adamw(params_.params().data() + a, grads + (a - base), m_.data() + (a - lo),
-                v_.data() + (a - lo), b - a, float(report.lr), float(config_.beta1),
-                float(config_.beta2), float(config_.eps), wd, adam_step_);
+      be_.adamw_step(params_.params().data() + a, grads + (a - base), m_.data() + (a - lo),
+                     v_.data() + (a - lo), b - a, float(report.lr), float(config_.beta1),
+                     float(config_.beta2), float(config_.eps), wd, adam_step_, clip_scale,
+                     /*zero_grad=*/!config_.zero);
     }
     if (config_.zero) {
       be_.synchronize();
@@ -135,7 +137,9 @@ StepReport Optimizer::step(long step_index, long total_steps) {
       be_.to_device(params_.params().data(), full.data(), full.size());
     }
   }
-  be_.fill(params_.grads().data(), 0.0f, params_.padded());
+  // The gradients start the next step at zero. With zero = 0 an applied step has zeroed every
+  // tensor already (the alignment gaps between tensors and the padding are never written).
+  if (!report.applied || config_.zero) be_.fill(params_.grads().data(), 0.0f, params_.padded());
   return report;
 }
 

@@ -47,6 +47,10 @@ struct Run {
   void restart();
 };
 
+// What the algorithm must send per training step from this rank, per axis (payload bytes),
+// for comparison with the grid's measured counters. Not collective.
+CommCounters analytic_traffic(const Run& run);
+
 // What build_run() may do differently from training (the benchmark uses both).
 struct RunOptions {
   // Used instead of loading [data] train (then [data] train is only a name).

@@ -48,6 +48,10 @@ class Backend {
   virtual void add_bias(float* out, const float* bias, int rows, int cols) = 0;
   // dbias(cols) += sum over rows of dout(rows, cols).
   virtual void bias_backward(float* dbias, const float* dout, int rows, int cols) = 0;
+  // Fused: out(rows, cols) = (out + bias(cols)) + res(rows, cols), the same rounding as
+  // add_bias then add (a row-parallel projection's bias and the residual). (Default: those.)
+  virtual void add_bias_residual(float* out, const float* bias, const float* res, int rows,
+                                 int cols);
 
   // ---- element-wise ----
   // y(n) += alpha * x(n)
@@ -60,6 +64,13 @@ class Backend {
   virtual void gelu_forward(float* out, const float* inp, size_t n) = 0;
   // dinp(n) = gelu'(inp) * dout (=); dinp may alias dout.
   virtual void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) = 0;
+  // Fused: pre(rows, cols) += bias(cols); out(rows, cols) = gelu(pre). Same results as
+  // add_bias then gelu_forward. (Default: those two ops.)
+  virtual void bias_gelu_forward(float* pre, float* out, const float* bias, int rows, int cols);
+  // Fused: dinp(rows, cols) = gelu'(pre) * dout (=), dinp may alias dout; dbias(cols) += the
+  // column sums of dinp. Same results as gelu_backward then bias_backward. (Default: those.)
+  virtual void gelu_bias_backward(float* dinp, float* dbias, const float* pre, const float* dout,
+                                  int rows, int cols);
 
   // ---- LayerNorm over the last dimension, eps 1e-5 ----
   // out(N,C) = (inp - mean) * rstd * weight + bias; mean(N), rstd(N) saved for backward.
@@ -69,6 +80,12 @@ class Backend {
   virtual void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                   const float* inp, const float* weight, const float* mean,
                                   const float* rstd, int N, int C) = 0;
+  // Fused residual + LayerNorm: res(N,C) = (res + bias_r(C)) + x(N,C) (res holds a projection
+  // output; the same rounding as add_bias then add), then out, mean, rstd = LayerNorm(res) as
+  // layernorm_forward. (Default: those three ops.)
+  virtual void residual_layernorm_forward(float* res, float* out, float* mean, float* rstd,
+                                          const float* x, const float* bias_r,
+                                          const float* weight, const float* bias, int N, int C);
 
   // ---- causal multi-head self-attention (the part between the QKV and output projections) --
   // qkv(B,T,3*NH*HS) laid out q|k|v along the last dim, each (NH,HS) head-major;
@@ -116,6 +133,12 @@ class Backend {
   // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (mhat / (sqrt(vhat) + eps) + wd p).
   virtual void adamw(float* param, const float* grad, float* m, float* v, size_t n, float lr,
                      float beta1, float beta2, float eps, float weight_decay, long t) = 0;
+  // Fused optimizer pass: grad *= grad_scale (clipping; skipped when 1), adamw as above, then
+  // grad = 0 when zero_grad (ready for the next step's accumulation). Same results as scale,
+  // adamw and fill. (Default: those three ops.)
+  virtual void adamw_step(float* param, float* grad, float* m, float* v, size_t n, float lr,
+                          float beta1, float beta2, float eps, float weight_decay, long t,
+                          float grad_scale, bool zero_grad);
   // Returns sum of x^2 (accumulated in double) / sum of x over n elements. Synchronous.
   virtual double sum_squares(const float* x, size_t n) = 0;
   virtual double sum(const float* x, size_t n) = 0;
@@ -129,10 +152,32 @@ std::unique_ptr<Backend> make_cuda_backend(int device);
 bool cuda_available();      // built with CUDA and at least one device visible
 int cuda_device_count();    // 0 when built without CUDA
 
+// Precision options of the CUDA backend. Master weights, optimizer state and every op other
+// than the matrix products stay fp32 in every mode.
+//  - tf32: cuBLAS may use TF32 tensor cores for fp32 products (gemm() and attention);
+//  - bf16: gemm() rounds its two operands to bfloat16 on the fly and multiplies them on the
+//    tensor cores with fp32 accumulation and an fp32 result (attention stays fp32 / tf32).
+struct CudaOptions {
+  int device = 0;
+  bool tf32 = false;
+  bool bf16 = false;
+};
+std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& options);
+
+// The device's measured matrix rate, for the benchmark's MFU: times cuBLAS C(m,n) = A(m,k) B(k,n)
+// on device `device` (fp32, TF32 tensor cores if tf32, bf16 operands with fp32 accumulation if
+// bf16) and returns TFLOP/s (2mnk per product). Returns 0 without CUDA or without that device.
+double cuda_measure_sgemm_tflops(int device, int m, int n, int k, bool tf32, bool bf16);
+
 // The backend a rank uses: `kind` is cpu, cuda or auto (CUDA when a device is visible); CUDA
 // ranks take device node_rank % device_count. `threads` = OpenMP threads for the CPU backend
-// (0 = the node's cores / node_size). Throws InputError when cuda is asked for but absent.
+// (0 = the cores the launcher bound this rank to, or, for an unbound rank, the node's cores /
+// node_size). Throws InputError when cuda is asked for but absent.
 std::unique_ptr<Backend> select_backend(const std::string& kind, int threads, int node_rank,
                                         int node_size);
+// The same with the CUDA precision options ([device] tf32 / precision); cuda.device is ignored
+// (the device is node_rank % device_count, as above).
+std::unique_ptr<Backend> select_backend(const std::string& kind, int threads, int node_rank,
+                                        int node_size, const CudaOptions& cuda);
 
 }  // namespace mptrain

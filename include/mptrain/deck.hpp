@@ -71,7 +71,7 @@ struct LogConfig {
 
 struct DeviceConfig {
   std::string backend = "cpu";  // cpu, cuda, auto
-  int threads = 0;              // 0 = cores / ranks on the node
+  int threads = 0;              // 0 = the rank's bound cores, else cores / ranks on the node
   // Matrix products on the GPU: fp32, tf32 (TF32 tensor cores) or bf16 (bf16 operands, fp32
   // accumulation; master weights and optimizer state stay fp32). The CPU computes in fp32.
   std::string precision = "fp32";

@@ -45,6 +45,10 @@ class Optimizer {
   // (after finish_reduction), to exercise the non-finite path from one rank only.
   void inject_nonfinite_gradient();
 
+  // Elements of optimizer state this rank holds in backend memory (m, v and, under ZeRO-1,
+  // the reduce-scattered gradient shard).
+  size_t state_elements() const { return m_.size() + v_.size() + grad_shard_.size(); }
+
   long adam_step() const { return adam_step_; }
   void set_adam_step(long t) { adam_step_ = t; }
   // Host copies of the full (unsharded over DP) first and second moments in ParamSet layout.

@@ -22,6 +22,7 @@
 #include <cstddef>
 
 #include "cpu_kernels.hpp"
+#include "cpu_math.hpp"
 
 namespace mptrain::cpu {
 
@@ -32,26 +33,34 @@ constexpr int kRowBlock = 64;
 // Row i of the attention matrix: softmax over the visible columns [0, i] of the scores
 // already stored there, and explicit zeros in [i+1, T) (the contract, and the following
 // products read part of that range).
-void causal_softmax_row(float* row, int i, int T) {
+// The exponentials are exp_approx (vectorized) and the sum runs in fixed lanes (cpu_math.hpp).
+MPT_SIMD_CLONES void causal_softmax_row(float* row, int i, int T) {
   float row_max = row[0];
   for (int j = 1; j <= i; j++) row_max = row[j] > row_max ? row[j] : row_max;
-  double sum = 0.0;  // up to T terms in [0, 1]; double keeps it exact enough for long rows
-  for (int j = 0; j <= i; j++) {
-    float e = std::exp(row[j] - row_max);
-    row[j] = e;
-    sum += e;
-  }
-  float inv_sum = static_cast<float>(1.0 / sum);  // sum >= 1: the max term is exp(0)
+#pragma omp simd
+  for (int j = 0; j <= i; j++) row[j] = exp_approx(row[j] - row_max);
+  // up to T terms in [0, 1]; double keeps the sum exact enough for long rows
+  const double sum = lane_sum(row, size_t(i) + 1, [](float e) { return double(e); });
+  const float inv_sum = static_cast<float>(1.0 / sum);  // sum >= 1: the max term is exp(0)
+#pragma omp simd
   for (int j = 0; j <= i; j++) row[j] *= inv_sum;
   for (int j = i + 1; j < T; j++) row[j] = 0.0f;
 }
 
 // Softmax backward for row i, in place on datt: dS = scale * att * (datt - <att, datt>),
 // zeros above the diagonal.
-void causal_softmax_backward_row(float* drow, const float* arow, int i, int T, float scale) {
-  double dot = 0.0;
-  for (int j = 0; j <= i; j++) dot += static_cast<double>(arow[j]) * drow[j];
-  float fdot = static_cast<float>(dot);
+MPT_SIMD_CLONES void causal_softmax_backward_row(float* drow, const float* arow, int i, int T,
+                                                 float scale) {
+  // <att, datt> over the visible columns, in fixed lanes (cpu_math.hpp)
+  double lane[kLanes] = {};
+  int j = 0;
+  for (; j + kLanes <= i + 1; j += kLanes) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; l++) lane[l] += static_cast<double>(arow[j + l]) * drow[j + l];
+  }
+  for (int l = 0; j <= i; j++, l++) lane[l] += static_cast<double>(arow[j]) * drow[j];
+  const float fdot = static_cast<float>(sum_lanes(lane));
+#pragma omp simd
   for (int j = 0; j <= i; j++) drow[j] = scale * arow[j] * (drow[j] - fdot);
   for (int j = i + 1; j < T; j++) drow[j] = 0.0f;
 }

@@ -6,13 +6,20 @@
 //    runs it on the shared OpenMP pool with the thread count set in the constructor (a
 //    process-wide setting, which gemm() puts back if anything changed it since).
 //  - every other op is an OpenMP loop with num_threads(threads_) and a static schedule, and
-//    calls no BLAS (attention excepted, see cpu_attention.cpp).
+//    calls no BLAS (attention excepted, see cpu_attention.cpp). Regions never nest: the loop
+//    bodies call the single-threaded vector kernels below (one row or one contiguous chunk
+//    each), compiled for AVX2 and the baseline (MPT_SIMD_CLONES, cpu_math.hpp).
+// The fused ops (bias + GELU, GELU backward + bias gradient, residual + LayerNorm, bias +
+// residual, AdamW + clipping + zeroing) make one pass over memory where the basic ops make two
+// or three, and give the same bits as the basic ops in sequence (test_backend_fused.cpp).
 // Determinism: no op uses atomics or dynamic schedules, and every reduction adds its terms in
 // an order that depends only on the sizes, never on the thread count: reductions over rows
-// (bias, LayerNorm weight/bias, embedding and position gradients) give each thread whole
-// columns and walk the rows in order; sum() and sum_squares() add fixed chunks in chunk order.
-// So runs are bit-identical with the same thread count, and every op but gemm (and attention
-// with a pthreads OpenBLAS) even across thread counts.
+// (bias, LayerNorm weight/bias) add fixed chunks of rows into per-chunk partial sums and those
+// in chunk order (column_sums); embedding and position gradients give each thread whole
+// columns and walk the rows in order; sum() and sum_squares() add fixed chunks in chunk order;
+// sums inside a row run in fixed lanes (cpu_math.hpp). So runs are bit-identical with the same
+// thread count, and every op but gemm (and attention with a pthreads OpenBLAS) even across
+// thread counts.
 #include <cblas.h>
 #include <omp.h>
 
@@ -23,8 +30,10 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "cpu_kernels.hpp"
+#include "cpu_math.hpp"
 #include "mptrain/backend.hpp"
 #include "mptrain/error.hpp"
 
@@ -67,6 +76,142 @@ bool blas_nests_in_openmp() {
 }
 
 namespace {
+
+// ---- vector kernels: one row or one contiguous range each, called from the OpenMP loops of
+// the ops below; compiled for AVX2 and the baseline (MPT_SIMD_CLONES, cpu_math.hpp).
+
+MPT_SIMD_CLONES void gelu_range(float* out, const float* inp, size_t n) {
+#pragma omp simd
+  for (size_t i = 0; i < n; i++) out[i] = gelu(inp[i]);
+}
+
+MPT_SIMD_CLONES void gelu_backward_range(float* dinp, const float* inp, const float* dout,
+                                         size_t n) {
+  // dout[i] is read before dinp[i] is written: dinp may alias dout.
+#pragma omp simd
+  for (size_t i = 0; i < n; i++) dinp[i] = gelu_grad(inp[i]) * dout[i];
+}
+
+// pre(cols) += bias; out(cols) = gelu(pre)
+MPT_SIMD_CLONES void bias_gelu_row(float* pre, float* out, const float* bias, int cols) {
+#pragma omp simd
+  for (int c = 0; c < cols; c++) {
+    const float x = pre[c] + bias[c];
+    pre[c] = x;
+    out[c] = gelu(x);
+  }
+}
+
+// g(w) = gelu'(x) * d (g may alias d); acc(w) += g
+MPT_SIMD_CLONES void gelu_grad_acc_row(float* g, double* acc, const float* x, const float* d,
+                                       int w) {
+#pragma omp simd
+  for (int j = 0; j < w; j++) {
+    const float v = gelu_grad(x[j]) * d[j];
+    g[j] = v;
+    acc[j] += v;
+  }
+}
+
+// One row of LayerNorm: two-pass mean and variance in double (fixed lanes), then the affine
+// normalization. With bias_r and res: first x(C) = (x + bias_r) + res, in place.
+MPT_SIMD_CLONES void layernorm_row(float* o, float* mean, float* rstd, float* x_inout,
+                                   const float* x_in, const float* bias_r, const float* res,
+                                   const float* weight, const float* bias, int C) {
+  const float* x = x_in;
+  if (res) {
+#pragma omp simd
+    for (int c = 0; c < C; c++) x_inout[c] = (x_inout[c] + bias_r[c]) + res[c];
+    x = x_inout;
+  }
+  const float m = static_cast<float>(lane_sum(x, C, [](float a) { return double(a); }) / C);
+  // two-pass variance: no cancellation for rows with a large mean
+  const double var = lane_sum(x, C, [m](float a) { const double d = a - m; return d * d; }) / C;
+  const float r = static_cast<float>(1.0 / std::sqrt(var + kLayerNormEps));
+#pragma omp simd
+  for (int c = 0; c < C; c++) o[c] = (x[c] - m) * r * weight[c] + bias[c];
+  *mean = m;
+  *rstd = r;
+}
+
+// dx(C) += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = weight * d, for one row.
+MPT_SIMD_CLONES void layernorm_backward_row(float* dx, const float* d, const float* x,
+                                            const float* weight, float m, float r, int C) {
+  // sum of g and of g * xhat in fixed lanes (see cpu_math.hpp)
+  double lane_g[kLanes] = {}, lane_gx[kLanes] = {};
+  int c = 0;
+  for (; c + kLanes <= C; c += kLanes) {
+#pragma omp simd
+    for (int j = 0; j < kLanes; j++) {
+      const float g = weight[c + j] * d[c + j];
+      lane_g[j] += g;
+      lane_gx[j] += static_cast<double>(g) * ((x[c + j] - m) * r);
+    }
+  }
+  for (int j = 0; c < C; c++, j++) {
+    const float g = weight[c] * d[c];
+    lane_g[j] += g;
+    lane_gx[j] += static_cast<double>(g) * ((x[c] - m) * r);
+  }
+  const float gm = static_cast<float>(sum_lanes(lane_g) / C);
+  const float gxm = static_cast<float>(sum_lanes(lane_gx) / C);
+#pragma omp simd
+  for (int c = 0; c < C; c++) {
+    const float xhat = (x[c] - m) * r;
+    dx[c] += r * (weight[c] * d[c] - gm - xhat * gxm);
+  }
+}
+
+// acc_w(w) += d * xhat, acc_b(w) += d for one row's column block.
+MPT_SIMD_CLONES void layernorm_param_grad_row(double* acc_w, double* acc_b, const float* d,
+                                              const float* x, float m, float r, int w) {
+#pragma omp simd
+  for (int j = 0; j < w; j++) {
+    acc_w[j] += d[j] * ((x[j] - m) * r);
+    acc_b[j] += d[j];
+  }
+}
+
+// acc(w) += d(w)
+MPT_SIMD_CLONES void add_row(double* acc, const float* d, int w) {
+#pragma omp simd
+  for (int j = 0; j < w; j++) acc[j] += d[j];
+}
+
+// sum of exp(l - mx) over one row, in double lanes.
+MPT_SIMD_CLONES double sumexp_row(const float* l, float mx, int V) {
+  return lane_sum(l, size_t(V), [mx](float a) { return double(exp_approx(a - mx)); });
+}
+
+// dl(V) = scale * (softmax - onehot(col)); dl may alias l.
+MPT_SIMD_CLONES void ce_backward_row(float* dl, const float* l, float mx, float inv_sum, int col,
+                                     float scale, int V) {
+#pragma omp simd
+  for (int j = 0; j < V; j++) {
+    const float p = exp_approx(l[j] - mx) * inv_sum;
+    dl[j] = scale * (p - (j == col ? 1.0f : 0.0f));
+  }
+}
+
+MPT_SIMD_CLONES void adamw_range(float* param, float* grad, float* m, float* v, size_t n,
+                                 float lr, float beta1, float beta2, float eps,
+                                 float weight_decay, float bc1, float bc2, float grad_scale,
+                                 bool rescale, bool zero_grad) {
+#pragma omp simd
+  for (size_t i = 0; i < n; i++) {
+    const float g = rescale ? grad[i] * grad_scale : grad[i];
+    const float mi = beta1 * m[i] + (1.0f - beta1) * g;
+    const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    const float mhat = mi / bc1, vhat = vi / bc2;
+    param[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + weight_decay * param[i]);
+    grad[i] = zero_grad ? 0.0f : g;
+  }
+}
+
+// Element-wise work on n elements is cut into chunks of this many, shared statically.
+constexpr size_t kChunk = 4096;
 
 class CpuBackend final : public Backend {
  public:
@@ -127,16 +272,18 @@ class CpuBackend final : public Backend {
   }
 
   void bias_backward(float* dbias, const float* dout, int rows, int cols) override {
-    const int blocks = (cols + kColBlock - 1) / kColBlock;
+    column_sums(rows, cols, [&](int r, double* acc) { add_row(acc, dout + idx(r, cols), cols); },
+                [&](int j, double sum) { dbias[j] += static_cast<float>(sum); });
+  }
+
+  void add_bias_residual(float* out, const float* bias, const float* res, int rows,
+                         int cols) override {
 #pragma omp parallel for schedule(static) num_threads(threads_) if (big(rows, cols))
-    for (int blk = 0; blk < blocks; blk++) {
-      const int c0 = blk * kColBlock, width = std::min(kColBlock, cols - c0);
-      double acc[kColBlock] = {};  // this block's column sums, rows added in order
-      for (int r = 0; r < rows; r++) {
-        const float* d = dout + idx(r, cols) + c0;
-        for (int j = 0; j < width; j++) acc[j] += d[j];
-      }
-      for (int j = 0; j < width; j++) dbias[c0 + j] += static_cast<float>(acc[j]);
+    for (int r = 0; r < rows; r++) {
+      float* o = out + idx(r, cols);        // (cols)
+      const float* x = res + idx(r, cols);  // (cols)
+#pragma omp simd
+      for (int c = 0; c < cols; c++) o[c] = (o[c] + bias[c]) + x[c];
     }
   }
 
@@ -155,93 +302,79 @@ class CpuBackend final : public Backend {
     for (size_t i = 0; i < n; i++) x[i] *= alpha;
   }
 
-  // gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+  // GELU (tanh approximation) through the vectorizable tanh of cpu_math.hpp.
   void gelu_forward(float* out, const float* inp, size_t n) override {
+    const long chunks = long((n + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static) num_threads(threads_) if (n >= kMinParallel)
-    for (size_t i = 0; i < n; i++) {
-      const float x = inp[i];
-      const float u = kGeluScale * (x + 0.044715f * x * x * x);
-      out[i] = 0.5f * x * (1.0f + std::tanh(u));
+    for (long c = 0; c < chunks; c++) {
+      const size_t b = size_t(c) * kChunk;
+      gelu_range(out + b, inp + b, std::min(kChunk, n - b));
     }
   }
-  // gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) du/dx
   void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override {
+    const long chunks = long((n + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static) num_threads(threads_) if (n >= kMinParallel)
-    for (size_t i = 0; i < n; i++) {
-      const float x = inp[i];
-      const float u = kGeluScale * (x + 0.044715f * x * x * x);
-      const float th = std::tanh(u);
-      const float du_dx = kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
-      const float grad = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du_dx;
-      dinp[i] = grad * dout[i];  // dout[i] is read first: dinp may alias dout
+    for (long c = 0; c < chunks; c++) {
+      const size_t b = size_t(c) * kChunk;
+      gelu_backward_range(dinp + b, inp + b, dout + b, std::min(kChunk, n - b));
     }
   }
+  void bias_gelu_forward(float* pre, float* out, const float* bias, int rows, int cols) override {
+#pragma omp parallel for schedule(static) num_threads(threads_) if (big(rows, cols))
+    for (int r = 0; r < rows; r++)
+      bias_gelu_row(pre + idx(r, cols), out + idx(r, cols), bias, cols);  // (cols)
+  }
+  void gelu_bias_backward(float* dinp, float* dbias, const float* pre, const float* dout,
+                          int rows, int cols) override {
+    // One pass: each row's gradient is computed and added to its chunk's column sums (dout is
+    // read before dinp is written, so they may alias).
+    column_sums(
+        rows, cols,
+        [&](int r, double* acc) {
+          gelu_grad_acc_row(dinp + idx(r, cols), acc, pre + idx(r, cols), dout + idx(r, cols),
+                            cols);
+        },
+        [&](int j, double sum) { dbias[j] += static_cast<float>(sum); });
+  }
+
 
   // ---- LayerNorm ----
   void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
                          const float* weight, const float* bias, int N, int C) override {
 #pragma omp parallel for schedule(static) num_threads(threads_) if (big(N, C))
-    for (int i = 0; i < N; i++) {
-      const float* x = inp + idx(i, C);  // (C)
-      float* o = out + idx(i, C);        // (C)
-      double s = 0.0;
-      for (int c = 0; c < C; c++) s += x[c];
-      const float m = static_cast<float>(s / C);
-      double v = 0.0;  // two-pass variance: no cancellation for rows with a large mean
-      for (int c = 0; c < C; c++) {
-        const double d = x[c] - m;
-        v += d * d;
-      }
-      const float r = static_cast<float>(1.0 / std::sqrt(v / C + kLayerNormEps));
-      for (int c = 0; c < C; c++) o[c] = (x[c] - m) * r * weight[c] + bias[c];
-      mean[i] = m;
-      rstd[i] = r;
-    }
+    for (int i = 0; i < N; i++)
+      layernorm_row(out + idx(i, C), mean + i, rstd + i, nullptr, inp + idx(i, C), nullptr,
+                    nullptr, weight, bias, C);
+  }
+
+  void residual_layernorm_forward(float* res, float* out, float* mean, float* rstd,
+                                  const float* x, const float* bias_r, const float* weight,
+                                  const float* bias, int N, int C) override {
+#pragma omp parallel for schedule(static) num_threads(threads_) if (big(N, C))
+    for (int i = 0; i < N; i++)  // res(C) = (res + bias_r) + x, then LayerNorm of it
+      layernorm_row(out + idx(i, C), mean + i, rstd + i, res + idx(i, C), nullptr, bias_r,
+                    x + idx(i, C), weight, bias, C);
   }
 
   void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                           const float* inp, const float* weight, const float* mean,
                           const float* rstd, int N, int C) override {
-    // dweight(C) += sum_i dout * xhat, dbias(C) += sum_i dout: a reduction over rows, done per
-    // column block. It runs first so that the row pass below may overwrite dout in place.
-    const int blocks = (C + kColBlock - 1) / kColBlock;
-#pragma omp parallel for schedule(static) num_threads(threads_) if (big(N, C))
-    for (int blk = 0; blk < blocks; blk++) {
-      const int c0 = blk * kColBlock, width = std::min(kColBlock, C - c0);
-      double acc_w[kColBlock] = {}, acc_b[kColBlock] = {};
-      for (int i = 0; i < N; i++) {
-        const float* x = inp + idx(i, C) + c0;
-        const float* d = dout + idx(i, C) + c0;
-        const float m = mean[i], r = rstd[i];
-        for (int j = 0; j < width; j++) {
-          acc_w[j] += d[j] * ((x[j] - m) * r);
-          acc_b[j] += d[j];
-        }
-      }
-      for (int j = 0; j < width; j++) {
-        dweight[c0 + j] += static_cast<float>(acc_w[j]);
-        dbias[c0 + j] += static_cast<float>(acc_b[j]);
-      }
-    }
-    // dinp(N,C) += rstd * (g - mean(g) - xhat * mean(g * xhat)), g = weight * dout, per row.
-#pragma omp parallel for schedule(static) num_threads(threads_) if (big(N, C))
-    for (int i = 0; i < N; i++) {
-      const float* x = inp + idx(i, C);
-      const float* d = dout + idx(i, C);
-      float* dx = dinp + idx(i, C);
-      const float m = mean[i], r = rstd[i];
-      double g_mean = 0.0, gx_mean = 0.0;
-      for (int c = 0; c < C; c++) {
-        const float g = weight[c] * d[c];
-        g_mean += g;
-        gx_mean += static_cast<double>(g) * ((x[c] - m) * r);
-      }
-      const float gm = static_cast<float>(g_mean / C), gxm = static_cast<float>(gx_mean / C);
-      for (int c = 0; c < C; c++) {
-        const float xhat = (x[c] - m) * r;
-        dx[c] += r * (weight[c] * d[c] - gm - xhat * gxm);
-      }
-    }
+    // One pass over the rows: dweight(C) += sum_i dout * xhat and dbias(C) += sum_i dout (the
+    // chunk's partial sums, acc = [w | b]), then dinp(C) += rstd * (g - mean(g) - xhat *
+    // mean(g * xhat)), g = weight * dout. A row's dout is read before its dinp is written, so
+    // dinp may alias dout.
+    column_sums(
+        N, 2 * C,
+        [&](int i, double* acc) {
+          const float* d = dout + idx(i, C);
+          const float* x = inp + idx(i, C);
+          layernorm_param_grad_row(acc, acc + C, d, x, mean[i], rstd[i], C);
+          layernorm_backward_row(dinp + idx(i, C), d, x, weight, mean[i], rstd[i], C);
+        },
+        [&](int j, double sum) {
+          if (j < C) dweight[j] += static_cast<float>(sum);
+          else dbias[j - C] += static_cast<float>(sum);
+        });
   }
 
   // ---- attention (cpu_attention.cpp) ----
@@ -326,9 +459,8 @@ class CpuBackend final : public Backend {
     for (int i = 0; i < N; i++) {
       const float* l = logits + idx(i, ld);
       const float mx = row_max[i];
-      double s = 0.0;  // V can be ~50k terms
-      for (int j = 0; j < V; j++) s += std::exp(l[j] - mx);
-      row_sum[i] = static_cast<float>(s);
+      // V can be ~50k terms: double, in fixed lanes; exp_approx as in ce_backward
+      row_sum[i] = static_cast<float>(sumexp_row(l, mx, V));
     }
   }
 
@@ -359,10 +491,7 @@ class CpuBackend final : public Backend {
       const float mx = row_max[i];
       const float inv_sum = 1.0f / row_sum[i];
       const int col = targets[i] - vocab_start;
-      for (int j = 0; j < V; j++) {
-        const float p = std::exp(l[j] - mx) * inv_sum;
-        dl[j] = scale * (p - (j == col ? 1.0f : 0.0f));
-      }
+      ce_backward_row(dl, l, mx, inv_sum, col, scale, V);
       for (int j = V; j < ld; j++) dl[j] = 0.0f;
     }
   }
@@ -386,6 +515,24 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void adamw_step(float* param, float* grad, float* m, float* v, size_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, long t, float grad_scale,
+                  bool zero_grad) override {
+    MPT_CHECK(t >= 1, "adamw: step t is 1-based, got " + std::to_string(t));
+    const float bc1 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), t));
+    const float bc2 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), t));
+    const bool rescale = grad_scale != 1.0f;
+    // One pass over the four arrays instead of three (scale, adamw, fill); the same float
+    // operations in the same order, so the same bits.
+    const long chunks = long((n + kChunk - 1) / kChunk);
+#pragma omp parallel for schedule(static) num_threads(threads_) if (n >= kMinParallel)
+    for (long c = 0; c < chunks; c++) {
+      const size_t b = size_t(c) * kChunk;
+      adamw_range(param + b, grad + b, m + b, v + b, std::min(kChunk, n - b), lr, beta1, beta2,
+                  eps, weight_decay, bc1, bc2, grad_scale, rescale, zero_grad);
+    }
+  }
+
   double sum_squares(const float* x, size_t n) override {
     return chunked_sum(x, n, [](float a) { return static_cast<double>(a) * a; });
   }
@@ -394,7 +541,42 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  static constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
+  // Reductions over rows (bias, LayerNorm weight and bias gradients), fused with the
+  // element-wise work on those rows: rows are cut into fixed chunks of kRowChunk; each chunk,
+  // one task, adds its rows in order into its own partial sums (row_fn(r, acc) adds row r into
+  // acc(width)), walking memory row after row; then the chunk sums are added in chunk order and
+  // handed to out(j, sum). The order depends on the sizes only, never on the thread count.
+  // The partial sums live in a buffer kept between calls (no allocation in steady state).
+  static constexpr int kRowChunk = 64;
+  template <class RowFn, class Out>
+  void column_sums(int rows, int width, RowFn row_fn, Out out) {
+    const int chunks = std::max(1, (rows + kRowChunk - 1) / kRowChunk);
+    const size_t need = size_t(chunks) * size_t(width);
+    if (partials_.size() < need) partials_.resize(need);
+    double* part = partials_.data();
+#pragma omp parallel num_threads(threads_) if (big(rows, width))
+    {
+#pragma omp for schedule(static)
+      for (int k = 0; k < chunks; k++) {
+        double* acc = part + size_t(k) * width;
+        std::fill_n(acc, width, 0.0);
+        const int r1 = std::min(rows, (k + 1) * kRowChunk);
+        for (int r = k * kRowChunk; r < r1; r++) row_fn(r, acc);
+      }
+      // (the implicit barrier of the loop above: every chunk is done)
+      const int blocks = (width + kColBlock - 1) / kColBlock;
+#pragma omp for schedule(static)
+      for (int blk = 0; blk < blocks; blk++) {
+        const int c0 = blk * kColBlock, w = std::min(kColBlock, width - c0);
+        double sum[kColBlock] = {};
+        for (int k = 0; k < chunks; k++) {
+          const double* p = part + size_t(k) * width + c0;
+          for (int j = 0; j < w; j++) sum[j] += p[j];
+        }
+        for (int j = 0; j < w; j++) out(c0 + j, sum[j]);
+      }
+    }
+  }
 
   // Worth a parallel region: rows * cols above the element-wise threshold.
   static bool big(int rows, int cols) {
@@ -433,9 +615,7 @@ class CpuBackend final : public Backend {
 #pragma omp parallel for schedule(static) num_threads(threads_) if (n >= kMinParallel)
     for (int c = 0; c < kReduceChunks; c++) {
       const size_t begin = std::min(n, c * chunk), end = std::min(n, begin + chunk);
-      double s = 0.0;
-      for (size_t i = begin; i < end; i++) s += f(x[i]);
-      partial[c] = s;
+      partial[c] = lane_sum(x + begin, end - begin, f);
     }
     double total = 0.0;
     for (int c = 0; c < kReduceChunks; c++) total += partial[c];
@@ -443,6 +623,7 @@ class CpuBackend final : public Backend {
   }
 
   const int threads_;
+  std::vector<double> partials_;  // column_sums() scratch, grown on demand
   const bool nested_blas_;  // blas_nests_in_openmp(), read once
   int blas_threads_ = 1;    // OpenBLAS's thread count after our openblas_set_num_threads()
 };
