@@ -35,6 +35,8 @@ struct TestHook {
   bool fires(long s, int r) const { return s == step && (rank < 0 || rank == r); }
 };
 
+}  // namespace
+
 // What the algorithm must send per training step from this rank, per axis (bytes of payload
 // handed to MPI), for comparison with the measured counters.
 CommCounters analytic_traffic(const Run& run) {
@@ -62,6 +64,8 @@ CommCounters analytic_traffic(const Run& run) {
   bytes[int(Axis::world)] = 2 * sizeof(double) + sizeof(int);  // loss, norm, stop flag
   return c;
 }
+
+namespace {
 
 void add_delta(CommCounters& total, const CommCounters& after, const CommCounters& before) {
   for (int a = 0; a < n_axes; ++a) {
@@ -144,7 +148,10 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
       throw InputError(deck.data.val + ": fewer tokens than one global batch needs");
   }
   const Comm node = r.grid.world().split_node();  // collective
-  r.backend = select_backend(deck.device.backend, deck.device.threads, node.rank(), node.size());
+  CudaOptions cuda;
+  cuda.tf32 = deck.device.precision == "tf32";
+  cuda.bf16 = deck.device.precision == "bf16";
+  r.backend = select_backend(deck.device.backend, deck.device.threads, node.rank(), node.size(), cuda);
   if (options.wrap_backend) r.backend = options.wrap_backend(std::move(r.backend));
   const int micro_batches = int(G / (long(layout.dp) * deck.parallel.micro_batch));
   const int slots = std::min(micro_batches, layout.pp);
@@ -222,6 +229,9 @@ int train(const Deck& deck, Comm world) {
   long steps_run = 0, bad_steps = 0;
   double last_loss = 0;
   const Stopwatch run_clock;
+  // From here on a signal means "checkpoint at the next step boundary"; before, it still
+  // ends the process at once (nothing to save yet, and nothing may hang on it).
+  install_preemption_handlers();
   while (run.step < d.train.steps) {
     if (signal_hook.fires(run.step, rank)) std::raise(SIGUSR1);
     const CommCounters before = run.grid.counters();
@@ -253,7 +263,9 @@ int train(const Deck& deck, Comm world) {
       if (bad_steps >= d.train.max_bad_steps) {
         if (run.is_root())
           std::fprintf(stderr, "mptrain: stopping after %ld consecutive non-finite steps; the last "
-                       "good checkpoint is kept\n", bad_steps);
+                       "good checkpoint (%s) is kept\n", bad_steps,
+                       run.last_saved_step >= 0 ? ("step " + std::to_string(run.last_saved_step)).c_str()
+                                                : "none written");
         return exit_numerical;
       }
     } else {
@@ -271,7 +283,9 @@ int train(const Deck& deck, Comm world) {
       std::fflush(stdout);
     }
     if (csv) csv->write(m);
-    if (d.checkpoint.every > 0 && run.step % d.checkpoint.every == 0)
+    // No periodic save while steps are being skipped: the last good checkpoint must survive
+    // pruning if the run ends in a numerical failure.
+    if (d.checkpoint.every > 0 && run.step % d.checkpoint.every == 0 && bad_steps == 0)
       run.save_checkpoint();  // collective
   }
   if (run.last_saved_step != run.step) run.save_checkpoint();  // collective
