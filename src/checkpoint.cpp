@@ -13,10 +13,17 @@
 // CheckpointDir (src/checkpoint_dir.cpp) adds the atomic-save protocol on top.
 #include "mptrain/checkpoint.hpp"
 
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <filesystem>
 #include <map>
 #include <sstream>
 
@@ -409,6 +416,23 @@ CheckpointMeta meta_from_rank0(const Comm& comm, const CheckpointMeta& meta) {
   return out;
 }
 
+// Rank 0: refuses to start a save that cannot fit on the file system (the data plus a
+// margin for metadata), so a full disk is reported before anything is written.
+std::string check_free_space(const Comm& comm, const std::string& path,
+                             const std::vector<GlobalTensor>& list) {
+  if (comm.rank() != 0) return "";
+  uint64_t needed = 1 << 20;
+  for (const GlobalTensor& t : list) needed += t.bytes() + t.bytes() / 20;
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  struct statvfs fs {};
+  if (::statvfs(dir.empty() ? "." : dir.c_str(), &fs) != 0) return "";  // unknown: try anyway
+  const uint64_t available = uint64_t(fs.f_bavail) * fs.f_frsize;
+  if (available >= needed) return "";
+  return path + ": not enough space for the checkpoint: it needs about " +
+         std::to_string(needed >> 20) + " MiB and " + std::to_string(available >> 20) +
+         " MiB are free";
+}
+
 // Collective (metadata writes): the root attributes and the groups.
 void write_meta(hid_t file, const CheckpointMeta& meta) {
   h5::write_string_attr(file, "format", checkpoint_format);
@@ -503,6 +527,7 @@ uint64_t write_checkpoint(const Comm& comm, const std::string& path,
   const std::vector<GlobalTensor> list =
       agree_on_tensor_list(comm, tensors, path, /*check_writers=*/true);
   const CheckpointMeta meta = meta_from_rank0(comm, meta_in);
+  agree(comm, check_free_space(comm, path, list));
 
   h5::PropList fapl(comm.make_hdf5_mpio_fapl());  // collective
   h5::File file;  // declared before every object in it, so closed after them
@@ -527,12 +552,20 @@ uint64_t write_checkpoint(const Comm& comm, const std::string& path,
           }));
     bytes += t.bytes();
   }
-  // H5Fflush syncs through MPI-IO (MPI_File_sync on every rank), so the data is on storage
-  // before the caller renames the file into place.
+  // Close (collective), then make the data durable with a plain fsync on rank 0 before the
+  // caller renames the file into place. (An H5Fflush here syncs through MPI_File_sync, which
+  // hangs the other ranks when it fails on one, e.g. on a full disk.)
   agree(comm, attempt(path + ": cannot finish writing the checkpoint", [&] {
-          h5::check(H5Fflush(file, H5F_SCOPE_GLOBAL), "H5Fflush");  // collective
-          file.close("close file");                                 // collective
+          file.close("close file");  // collective
         }));
+  std::string error;
+  if (comm.rank() == 0) {
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0 || ::fsync(fd) != 0)
+      error = path + ": cannot flush the checkpoint to storage: " + std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+  }
+  agree(comm, error);
   return bytes;
 }
 

@@ -132,11 +132,11 @@ std::string CheckpointDir::save(const Comm& comm, const CheckpointMeta& meta,
   uint64_t written = 0;
   try {
     written = write_checkpoint(comm, temp_path, meta, tensors, kill_midway);  // collective
-  } catch (const CheckpointError&) {
-    // Every rank has closed the file by now; drop the partial file, keep the old checkpoints.
+  } catch (const CheckpointError& e) {
+    // Every rank has given up on the file; drop the partial file, keep the old checkpoints.
     std::error_code ignored;
     if (comm.rank() == 0) fs::remove(temp_path, ignored);
-    throw;
+    throw CheckpointWriteError(e.what());
   }
 
   error.clear();

@@ -157,6 +157,15 @@ TokenDataset TokenDataset::load(const Comm& comm, const std::string& path) {
 
     out.vocab_size_ = read_vocab_size(path, file, tokens);
 
+    // A damaged or hostile file can declare any extent: refuse sizes it does not store
+    // before allocating for them (mptrain-prep's files are uncompressed).
+    const hsize_t stored = H5Dget_storage_size(tokens);
+    const size_t element = H5Tget_size(type);
+    if (element == 0 || stored / element < n)
+      throw InputError(dataset_prefix(path) + "/tokens declares " + std::to_string(n) +
+                       " tokens but stores only " + std::to_string(stored) + " bytes of " +
+                       std::to_string(element) + "-byte integers (damaged or compressed file)");
+
     out.tokens_.resize(n);
     // HDF5 converts whatever integer type is stored (uint16 from mptrain-prep, int64 from numpy)
     // to int32; values beyond int32 saturate and then fail the range check below.

@@ -1,6 +1,7 @@
 // Console progress lines and the metrics CSV.
 #include "mptrain/log.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -20,8 +21,12 @@ MetricsCsv::MetricsCsv(const std::string& path, long resume_step) {
     std::ifstream in(path);
     std::string line;
     while (std::getline(in, line)) {
-      if (line.empty() || line.rfind("step,", 0) == 0) continue;
-      if (std::stol(line.substr(0, line.find(','))) <= resume_step) kept.push_back(line);
+      // Keep the rows of steps up to the resume step; skip the header and anything that
+      // does not start with a step number (a torn last line, say).
+      long step = 0;
+      const auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), step);
+      if (ec == std::errc() && end != line.data() && *end == ',' && step <= resume_step)
+        kept.push_back(line);
     }
   }
   file_ = std::fopen(path.c_str(), "w");

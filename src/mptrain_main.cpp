@@ -2,10 +2,12 @@
 // ranks, or as one process. Errors every rank sees (deck, data, layout, checkpoints) are
 // printed once by rank 0 and every rank exits with the same code (README: exit codes).
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "mptrain/checkpoint.hpp"
 #include "mptrain/comm.hpp"
 #include "mptrain/deck.hpp"
 #include "mptrain/error.hpp"
@@ -36,8 +38,15 @@ int main(int argc, char** argv) {
       throw mptrain::InputError("no deck file given (usage: mptrain DECK [--section.key=value ...])");
     const std::vector<std::string> overrides(args.begin() + 1, args.end());
     const mptrain::Deck deck = mptrain::read_deck(args[0], overrides);
-    mptrain::install_preemption_handlers();
     code = mptrain::train(deck, mptrain::Comm::world());  // collective
+  } catch (const mptrain::CheckpointWriteError& e) {
+    // Every rank got this error (the save agrees on failures). HDF5 may still hold the broken
+    // file and crash when MPI_Finalize makes it close it, so end here with the right code.
+    if (rank == 0) std::fprintf(stderr, "mptrain: error: %s\n", e.what());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    mptrain::Comm::world().barrier();  // collective: nobody leaves before all have reported
+    std::_Exit(e.code());
   } catch (const mptrain::InputError& e) {
     if (rank == 0) std::fprintf(stderr, "mptrain: error: %s\n", e.what());
     code = e.code();

@@ -22,11 +22,14 @@ std::vector<TensorIO> tensor_views(const ParamSet& params, std::vector<float>& h
 
 // The model section of the deck a checkpoint was written with must equal ours.
 void check_same_model(const std::string& path, const CheckpointMeta& meta, const Deck& deck) {
+  // Only the [model] section is compared (other sections may have gained or lost keys
+  // between versions); a placeholder [data] train makes it a complete deck.
   Deck stored;
   try {
-    stored = parse_deck_text(meta.deck_text, path + " (stored deck)");
+    stored = parse_deck_text(meta.model_text + "\n[data]\ntrain = (stored)\n",
+                             path + " (stored [model] section)");
   } catch (const InputError& e) {
-    throw CheckpointError(path + ": the stored deck cannot be read: " + e.what());
+    throw CheckpointError(path + ": the stored [model] section cannot be read: " + e.what());
   }
   const ModelConfig &a = stored.model, &b = deck.model;
   const std::pair<const char*, std::pair<int, int>> keys[] = {

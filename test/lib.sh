@@ -28,10 +28,10 @@ make_data() {
 run_mptrain() {
   local np=$1; shift
   if [ "$np" -eq 0 ]; then
-    timeout 300 "$MPTRAIN_BIN/mptrain" "$@" </dev/null >"${OUT:-run.out}" 2>&1
+    timeout -k 10 300 "$MPTRAIN_BIN/mptrain" "$@" </dev/null >"${OUT:-run.out}" 2>&1
   else
     # mpirun forwards stdin to rank 0: keep it away from the caller's (a `while read` loop).
-    timeout 300 "$MPIRUN" $MPIRUN_FLAGS -np "$np" "$MPTRAIN_BIN/mptrain" "$@" </dev/null \
+    timeout -k 10 300 "$MPIRUN" $MPIRUN_FLAGS -np "$np" "$MPTRAIN_BIN/mptrain" "$@" </dev/null \
       >"${OUT:-run.out}" 2>&1
   fi
 }

@@ -27,6 +27,14 @@ class CheckpointError : public InputError {
   using InputError::InputError;
 };
 
+// A save that failed part-way through (disk full, I/O error). The previous checkpoints are
+// intact, but HDF5 may still hold the half-written file, and closing it again at MPI_Finalize
+// can crash: the program should end without finalising (see mptrain_main.cpp).
+class CheckpointWriteError : public CheckpointError {
+ public:
+  using CheckpointError::CheckpointError;
+};
+
 // Scalars stored as root attributes (attribute names in brackets): step [step], tokens_seen
 // [tokens_seen], deck_text [deck], model_text [model_deck], layout [layout], sampler_position
 // [sampler_position], rng_seed [rng_seed], rng_offset [rng_offset]; next to them format and

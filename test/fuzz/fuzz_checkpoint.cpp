@@ -1,0 +1,78 @@
+// libFuzzer harness for the checkpoint reader (test/fuzz_run.sh builds and runs it).
+// Each input is written to a file and read on MPI_COMM_SELF as a restart does: the root
+// attributes (read_checkpoint_meta), the stored deck (parse_deck_text, as the model check
+// does), then the /model tensors of the tiny model the seed corpus was written for
+// (test/bad_files tiny-checkpoint: 1 layer, n_embd 4, seq_len 4, vocab 16). The contract under
+// test (checkpoint.hpp): an unusable file throws CheckpointError (an InputError); anything
+// else (another exception, a crash, a sanitizer report, fatal()) is a finding.
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "mptrain/checkpoint.hpp"
+#include "mptrain/comm.hpp"
+#include "mptrain/deck.hpp"
+#include "mptrain/error.hpp"
+
+namespace {
+
+std::string path;
+
+// The tiny model's tensors, each held whole by this rank.
+struct Tensors {
+  std::vector<std::vector<float>> host;
+  std::vector<mptrain::TensorIO> views;
+  Tensors() {
+    const auto shapes = mptrain::gpt2_tensor_shapes(1, 4, 4, 16);
+    host.reserve(shapes.size());
+    for (const auto& [name, shape] : shapes) {
+      mptrain::ShardSpec spec;
+      spec.name = name;
+      spec.global_shape = shape;
+      spec.local_rows = shape[0];
+      spec.local_cols = shape.size() == 2 ? shape[1] : 1;
+      spec.blocks = {{0, 0, 0, 0, spec.local_rows, spec.local_cols}};
+      host.emplace_back(static_cast<size_t>(spec.local_size()));
+      views.push_back({spec, host.back().data()});
+    }
+  }
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  static mptrain::MpiSession mpi(argc, argv);
+  path = "fuzz_checkpoint_" + std::to_string(::getpid()) + ".h5";
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f || std::fwrite(data, 1, size, f) != size || std::fclose(f) != 0) {
+      std::perror(path.c_str());
+      std::abort();
+    }
+  }
+  static Tensors tensors;
+  const mptrain::Comm self = mptrain::Comm::self();
+  try {
+    const mptrain::CheckpointMeta meta = mptrain::read_checkpoint_meta(self, path);
+    try {
+      mptrain::parse_deck_text(meta.deck_text, path + " (stored deck)");
+    } catch (const mptrain::InputError&) {
+    }
+    mptrain::read_checkpoint_tensors(self, path, {tensors.views, {}, {}});
+  } catch (const mptrain::CheckpointError&) {
+  } catch (const mptrain::InputError& e) {
+    std::fprintf(stderr, "fuzz_checkpoint: an InputError that is not a CheckpointError: %s\n",
+                 e.what());
+    std::abort();
+  }
+  std::remove(path.c_str());
+  return 0;
+}

@@ -1,0 +1,46 @@
+// libFuzzer harness for the token-dataset reader (test/fuzz_run.sh builds and runs it).
+// Each input is written to a file and loaded with TokenDataset::load on MPI_COMM_SELF. The
+// contract under test (data.hpp): a file either loads -- and then every token lies in
+// [0, vocab_size) -- or the load throws InputError. Anything else (another exception, a
+// crash, a sanitizer report, fatal()) is a finding.
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "mptrain/comm.hpp"
+#include "mptrain/data.hpp"
+#include "mptrain/error.hpp"
+
+namespace {
+std::string path;
+}
+
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  // MPI once per process, finalised at exit.
+  static mptrain::MpiSession mpi(argc, argv);
+  path = "fuzz_dataset_" + std::to_string(::getpid()) + ".h5";
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f || std::fwrite(data, 1, size, f) != size || std::fclose(f) != 0) {
+      std::perror(path.c_str());
+      std::abort();
+    }
+  }
+  try {
+    const mptrain::TokenDataset d = mptrain::TokenDataset::load(mptrain::Comm::self(), path);
+    if (d.size() == 0 || d.vocab_size() < 1) std::abort();
+    for (size_t i = 0; i < d.size(); ++i)
+      if (d.data()[i] < 0 || d.data()[i] >= d.vocab_size()) std::abort();
+  } catch (const mptrain::InputError&) {
+  }
+  std::remove(path.c_str());
+  return 0;
+}
