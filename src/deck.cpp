@@ -416,7 +416,14 @@ std::string option_name_from_token(std::string token) {
 // parser, which insists on text after '='; pass it as "--section.key" "" instead.
 std::vector<std::string> normalise_overrides(const std::vector<std::string>& overrides) {
   std::vector<std::string> tokens;
-  for (const std::string& token : overrides) {
+  for (size_t i = 0; i < overrides.size(); ++i) {
+    const std::string& token = overrides[i];
+    // "--key value" is accepted, but a value that is itself an option means the user forgot
+    // one: refuse instead of taking "--other.key=x" as the value.
+    if (token.rfind("--", 0) == 0 && token.find('=') == std::string::npos &&
+        (i + 1 == overrides.size() || overrides[i + 1].rfind("--", 0) == 0))
+      throw InputError("command line: " + token + " needs a value (overrides look like " +
+                       token + "=value)");
     if (token.size() > 3 && token.rfind("--", 0) == 0 && token.back() == '=' &&
         std::count(token.begin(), token.end(), '=') == 1) {
       tokens.push_back(token.substr(0, token.size() - 1));

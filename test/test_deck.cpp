@@ -317,3 +317,13 @@ BOOST_AUTO_TEST_CASE(missing_file_and_required_keys) {
   // Values that could not be written back unchanged are refused.
   expect_text_error(minimal_deck, {"[log] metrics"}, {"--log.metrics=a#b"});
 }
+
+BOOST_AUTO_TEST_CASE(an_override_without_a_value_is_refused) {
+  try {
+    parse_deck_text(minimal_deck, "x", {"--data.train", "--checkpoint.dir=x"});
+    BOOST_FAIL("an override without a value was accepted");
+  } catch (const InputError& e) {
+    BOOST_TEST(std::string(e.what()).find("--data.train needs a value") != std::string::npos,
+               e.what());
+  }
+}
