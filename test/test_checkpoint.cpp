@@ -27,19 +27,13 @@
 #include "../src/h5util.hpp"
 #include "mptrain/checkpoint.hpp"
 #include "mptrain/comm.hpp"
+#include "mpi_fixture.hpp"
 #include "mptrain/deck.hpp"
 
 using namespace mptrain;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct MpiFixture {
-  MpiFixture()
-      : session(&boost::unit_test::framework::master_test_suite().argc,
-                &boost::unit_test::framework::master_test_suite().argv) {}
-  MpiSession session;
-};
 
 // The value of global element `index` of a tensor; `salt` tells tensors (and groups) apart.
 float value_at(uint32_t salt, int64_t index) {
@@ -267,8 +261,6 @@ void corrupt_chunk(const std::string& path, const std::string& dataset, hsize_t 
 }
 
 }  // namespace
-
-BOOST_TEST_GLOBAL_FIXTURE(MpiFixture);
 
 BOOST_AUTO_TEST_CASE(gpt2_names_and_shapes) {
   const auto list = gpt2_tensor_shapes(2, 8, 16, 50);

@@ -18,6 +18,7 @@
 
 #include "../src/h5util.hpp"
 #include "mptrain/comm.hpp"
+#include "mpi_fixture.hpp"
 #include "mptrain/data.hpp"
 #include "mptrain/error.hpp"
 
@@ -25,13 +26,6 @@ using namespace mptrain;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct MpiFixture {
-  MpiFixture()
-      : session(&boost::unit_test::framework::master_test_suite().argc,
-                &boost::unit_test::framework::master_test_suite().argv) {}
-  MpiSession session;
-};
 
 // A directory every rank sees: the test's work directory under test/run-test.sh, otherwise one
 // made by rank 0 in the system's temporary directory. Removed at the end by rank 0.
@@ -140,8 +134,6 @@ StoredLayout stored_layout(const std::string& path) {
 }
 
 }  // namespace
-
-BOOST_TEST_GLOBAL_FIXTURE(MpiFixture);
 
 BOOST_AUTO_TEST_CASE(write_then_load_uint16) {
   SharedDir dir;

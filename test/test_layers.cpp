@@ -12,18 +12,12 @@
 #include <vector>
 
 #include "mptrain/comm.hpp"
+#include "mpi_fixture.hpp"
 #include "mptrain/grid.hpp"
 #include "mptrain/init.hpp"
 #include "mptrain/layers.hpp"
 
 using namespace mptrain;
-
-struct MpiFixture {
-  MpiFixture() : session(&boost::unit_test::framework::master_test_suite().argc,
-                         &boost::unit_test::framework::master_test_suite().argv) {}
-  MpiSession session;
-};
-BOOST_TEST_GLOBAL_FIXTURE(MpiFixture);
 
 namespace {
 
