@@ -314,10 +314,10 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
   // Communication: what rank 0 sent per step against what the algorithm must send. The world
   // axis is left out of the check: the benchmark skips the trainer's preemption-flag
   // all-reduce (4 bytes per step).
-  const CommCounters analytic = analytic_traffic(*run);
+  const StepTraffic analytic = analytic_traffic(*run);
   int comm_mismatch = 0;
   for (int a = 0; a < n_axes; ++a)
-    if (Axis(a) != Axis::world && std::llround(comm_bytes[a]) != int64_t(analytic.bytes_sent[a]))
+    if (Axis(a) != Axis::world && std::llround(comm_bytes[a]) != int64_t(analytic.payload[a]))
       comm_mismatch = 1;
   {
     std::vector<int> flag{comm_mismatch};
@@ -429,8 +429,9 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
       for (int a = 0; a < n_axes; ++a)
         if (bd.comm_ms[a] > 0 || comm_bytes[a] > 0) {
           char buf[96];
-          std::snprintf(buf, sizeof buf, "   (rank 0 sends %.0f B/step; analytic %llu)",
-                        comm_bytes[a], (unsigned long long)analytic.bytes_sent[a]);
+          std::snprintf(buf, sizeof buf, "   (rank 0 hands MPI %.0f B/step; analytic %llu, "
+                        "wire %.0f)", comm_bytes[a], (unsigned long long)analytic.payload[a],
+                        analytic.wire[a]);
           line(std::string("comm wait ") + axis_name(Axis(a)), bd.comm_ms[a], buf);
         }
       line("other (host, unaccounted)", bd.other_ms, "");

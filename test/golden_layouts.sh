@@ -2,7 +2,8 @@
 # The golden reference (test/test_golden.cpp, test/golden/README) on parallel layouts: the
 # same PyTorch numbers must come out of tp2, tp4 (vocabulary 67 padded to 68), pp2 (4
 # micro-batches through 1F1B), dp2, dp2 with ZeRO-1, dp4 with one-tensor buckets and
-# tp2·pp2·dp2. (The 1-rank case is test/test_golden itself.)
+# tp2·pp2·dp2 -- and, in the same runs, each rank's communication against the analytic count
+# (include/mptrain/traffic.hpp). (The 1-rank case is test/test_golden itself.)
 . "$top_srcdir/test/lib.sh"
 while read -r name np overrides; do
   [ -z "$name" ] && continue
@@ -14,6 +15,9 @@ while read -r name np overrides; do
     fail "$name ($np ranks) differs from the golden numbers"; grep -v "^step " "$name/golden.out" | tail -30
   fi
   grep "^golden:" "$name/golden.out"
+  # train() ends with the run summary: every rank's traffic against traffic.hpp's formulas.
+  grep -q "^comm-check: ok" "$name/golden.out" && pass "$name: every rank sent the analytic byte count" ||
+    { fail "$name: communication differs from the analytic count"; grep -A6 "^communication per" "$name/golden.out"; }
 done <<'LAYOUTS'
 tp2 2 --parallel.tp=2
 tp4 4 --parallel.tp=4
