@@ -64,9 +64,10 @@ class Optimizer {
   // (after finish_reduction), to exercise the non-finite path from one rank only.
   void inject_nonfinite_gradient();
 
-  // Elements of optimizer state this rank holds in backend memory (m, v and, under ZeRO-1,
-  // the reduce-scattered gradient shard).
-  size_t state_elements() const { return m_.size() + v_.size() + grad_shard_.size(); }
+  // Backend memory of this rank, in elements: AdamW's m and v (full, or the DP shard under
+  // ZeRO-1), and the reduce-scattered gradient shard (ZeRO-1; else 0).
+  size_t moment_elements() const { return m_.size() + v_.size(); }
+  size_t gradient_shard_elements() const { return grad_shard_.size(); }
 
   long adam_step() const { return adam_step_; }
   void set_adam_step(long t) { adam_step_ = t; }
