@@ -150,7 +150,8 @@ std::vector<double> assemble(const Run& run, ParamSet& ps, const std::vector<flo
   for (const ParamInfo& p : ps.infos()) {
     if (!take(p)) continue;
     auto it = g.index.find(p.spec.name);
-    BOOST_TEST_REQUIRE((it != g.index.end()), "tensor " << p.spec.name << " not in the golden file");
+    BOOST_TEST((it != g.index.end()), "tensor " << p.spec.name << " not in the golden file");
+    if (it == g.index.end()) continue;  // not fatal here: the other ranks wait in the reduction
     const GoldenTensor& t = g.tensors[it->second];
     for (const ShardBlock& b : p.spec.blocks)
       for (int64_t r = 0; r < b.rows; ++r)
