@@ -308,6 +308,8 @@ BOOST_AUTO_TEST_CASE(ten_training_steps) {
   }
   BOOST_TEST(k == golden().steps.size(), csv << " holds " << k << " steps");
   if (root())
-    std::printf("golden: 10 AdamW steps: losses max relative deviation %.2e, gradient norms "
-                "%.2e (tolerance %.0e)\n", worst_loss, worst_norm, kLossTol);
+    std::printf("golden: %s zero=%d: 10 AdamW steps: losses max relative deviation %.2e, "
+                "gradient norms %.2e (tolerance %.0e, %.0e)\n",
+                resolve_layout(deck, Comm::world().size()).str().c_str(), deck.optim.zero,
+                worst_loss, worst_norm, kLossTol, kGradTol);
 }
