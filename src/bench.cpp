@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "mptrain/error.hpp"
+#include "mptrain/traffic.hpp"
 
 namespace mptrain {
 
@@ -348,26 +349,33 @@ double step_flops(const ModelConfig& m, long global_batch) {
                    6.0 * m.n_layer * double(m.n_embd) * m.seq_len);
 }
 
-MemoryCount analytic_memory(const LayerShape& s, int local_layers, bool first_stage,
-                            bool last_stage, int pp, int slots) {
+MemoryCount analytic_memory(const ModelConfig& model, const Layout& L, int pp_rank,
+                            int micro_batch, long global_batch, int zero) {
+  LayerShape s;  // what every rank of the stage holds (the same for each TP rank)
+  s.B = micro_batch, s.T = model.seq_len, s.C = model.n_embd, s.n_head = model.n_head;
+  s.vocab = model.vocab_size, s.tp = L.tp;
+  const bool last = pp_rank == L.pp - 1;
+  const int local_layers = model.n_layer / L.pp;
+  const int slots = int(std::min<long>(global_batch / (long(L.dp) * micro_batch), L.pp));
+  const double f = sizeof(float);
   const double N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl(), Vl = s.Vl(), T = s.T;
   const double att = double(s.B) * s.NHl() * T * T;
   MemoryCount m;
-  // Parameters (the layout of src/layers.cpp's register_params).
-  const double block = 2 * C + C * 3 * Cl + 3 * Cl + C * Cl + C + 2 * C + Hl * C + Hl + C * Hl + C;
-  m.params = local_layers * block;
-  if (first_stage) m.params += Vl * C + T * C;
-  if (last_stage) m.params += 2 * C + (pp > 1 ? Vl * C : 0.0);
+  const double P = double(stage_parameter_elements(model, L, pp_rank));
+  m.params = P * f;
+  m.grads = (P + (zero ? P / L.dp : 0.0)) * f;
+  m.optimizer = 2 * (zero ? P / L.dp : P) * f;
   // BlockActivations per slot and block: ln1 + mean/rstd, qkv, att, atty, res2, ln2 +
   // mean/rstd, fch (the pre-activation), fch_gelu, out.
   const double acts = N * C + 2 * N + 3 * N * Cl + att + N * Cl + N * C + N * C + 2 * N +
                       2 * N * Hl + N * C;
-  m.activations = slots * (local_layers * acts + N * C);  // + the stage input per slot
+  double a = slots * (local_layers * acts + N * C);  // + the stage input per slot
   // BlockScratch: dqkv, datt, datty, dfch, dln; the gradient of the stage output (dres).
-  m.activations += 3 * N * Cl + att + N * Cl + N * Hl + N * C + N * C;
+  a += 3 * N * Cl + att + N * Cl + N * Hl + N * C + N * C;
   // Head::Work: lnf + mean/rstd, logits, row_max, stats (2N), losses.
-  if (last_stage) m.activations += N * C + 2 * N + N * Vl + N + 2 * N + N;
-  m.int_elements = slots * 2 * N;  // token ids and targets
+  if (last) a += N * C + 2 * N + N * Vl + N + 2 * N + N;
+  m.activations = a * f;
+  m.buffers = slots * 2 * N * sizeof(int32_t);  // token ids and targets
   return m;
 }
 

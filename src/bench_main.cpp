@@ -14,8 +14,9 @@
 //     batch, loss all-reduce, optimizer step); a step's time is that of the slowest rank;
 //  4. rebuilds the run with its backend wrapped in a TimingBackend and runs a profiled pass
 //     for the breakdown by kind of work (communication from the grid's wait counters);
-//  5. reports memory per rank (peak RSS, backend bytes against the analytic count) and one
-//     machine-readable line, "BENCH key=value ...".
+//  5. reports memory per rank (peak RSS; parameters, gradients, optimizer state, activations
+//     and token buffers, each measured against its analytic count) and one machine-readable
+//     line, "BENCH key=value ...".
 #include <sched.h>
 #include <sys/resource.h>
 
@@ -183,6 +184,64 @@ double peak_rss_mib() {
 
 constexpr double MiB = 1024.0 * 1024.0;
 
+// What the run allocated, by category: the sizes of the buffers themselves.
+MemoryCount measured_memory(const Run& run) {
+  const double f = sizeof(float);
+  MemoryCount m;
+  m.params = double(run.model->params().params().size()) * f;
+  m.grads = double(run.model->params().grads().size() + run.optimizer->gradient_shard_elements()) * f;
+  m.optimizer = double(run.optimizer->moment_elements()) * f;
+  m.activations = double(run.model->activation_elements()) * f;
+  m.buffers = double(run.model->token_elements()) * sizeof(int32_t);
+  return m;
+}
+
+// Collective over world: the memory table (rank 0 prints it). `backend_bytes` is everything
+// the profiled run's backend held once built (< 0: not profiled). Returns true when every
+// rank's measured figures equal the analytic ones and the backend holds nothing else.
+bool print_memory(const Comm& world, const std::vector<double>& rss, const MemoryCount& measured,
+                  const MemoryCount& analytic, double backend_bytes) {
+  const double other = backend_bytes < 0 ? 0 : backend_bytes - measured.total();
+  const std::vector<double> mine = {measured.params, analytic.params, measured.grads,
+                                    analytic.grads, measured.optimizer, analytic.optimizer,
+                                    measured.activations, analytic.activations, measured.buffers,
+                                    analytic.buffers, backend_bytes, other};
+  const size_t k = mine.size();
+  std::vector<double> all(k * size_t(world.size()), 0.0);
+  std::copy(mine.begin(), mine.end(), all.begin() + std::ptrdiff_t(k * size_t(world.rank())));
+  world.allreduce_sum(std::span<double>(all));  // collective over the world
+  bool ok = true;
+  for (size_t r = 0; r < size_t(world.size()); ++r) {
+    for (size_t c = 0; c < 10; c += 2) ok = ok && all[r * k + c] == all[r * k + c + 1];
+    ok = ok && all[r * k + 11] == 0;
+  }
+  if (world.rank() != 0) return ok;
+  double largest = 0;
+  for (double v : all) largest = std::max(largest, v);
+  const bool kib = largest < 64 * MiB;  // small models in KiB, so that no figure reads 0.000
+  const double unit = kib ? 1024.0 : MiB;
+  std::printf("\nmemory per rank, %s: measured (the sizes of the buffers the run allocated) / "
+              "analytic (from the model, layout and batch shapes):\n", kib ? "KiB" : "MiB");
+  std::printf("  %4s %9s %17s %17s %17s %17s %17s %12s\n", "rank", "peak RSS", "parameters",
+              "gradients", "optimizer state", "activations", "buffers", "backend");
+  for (size_t r = 0; r < size_t(world.size()); ++r) {
+    const double* v = &all[r * k];
+    std::printf("  %4zu %9.1f", r, rss[r] * MiB / unit);  // rss is in MiB
+    for (size_t c = 0; c < 10; c += 2) std::printf(" %8.3f / %6.3f", v[c] / unit, v[c + 1] / unit);
+    if (v[10] < 0) std::printf(" %12s\n", "-");
+    else std::printf(" %12.3f%s\n", v[10] / unit, v[11] != 0 ? " (!)" : "");
+  }
+  std::printf("  parameters, gradients: the flat buffers (each tensor padded to 16 floats, the total "
+              "to a multiple of dp;\n    gradients with ZeRO-1's reduced shard); optimizer state: "
+              "AdamW's m and v (a 1/dp shard under ZeRO-1);\n    activations: saved per "
+              "micro-batch in flight, stage inputs, backward scratch, the head's work;\n    "
+              "buffers: token ids and targets; backend: all the profiled run's backend holds "
+              "((!): more than the columns)\n");
+  std::printf("mem-check: %s\n", ok ? "ok (every figure equals its analytic count)"
+                                     : "MISMATCH (a measured figure differs from its analytic count)");
+  return ok;
+}
+
 int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path) {
   const Comm world = Comm::world();
   const int rank = world.rank(), ranks = world.size();
@@ -202,7 +261,8 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
   const LayerShape shape = run->model->shape();
   const int micro_batches = run->schedule->micro_batches();
   const int local_layers = run->model->local_layers();
-  const bool first = run->grid.first_stage(), last = run->grid.last_stage();
+  const bool last = run->grid.last_stage();
+  const int pp_rank = run->grid.pp_rank();
   const int threads = run->backend->threads();
   const long G = d.train.global_batch, T = d.model.seq_len;
   const double tokens_per_step = double(G) * T;
@@ -314,19 +374,18 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
   // Communication: what rank 0 sent per step against what the algorithm must send. The world
   // axis is left out of the check: the benchmark skips the trainer's preemption-flag
   // all-reduce (4 bytes per step).
-  const CommCounters analytic = analytic_traffic(*run);
+  const StepTraffic analytic = analytic_traffic(*run);
   int comm_mismatch = 0;
   for (int a = 0; a < n_axes; ++a)
-    if (Axis(a) != Axis::world && std::llround(comm_bytes[a]) != int64_t(analytic.bytes_sent[a]))
+    if (Axis(a) != Axis::world && std::llround(comm_bytes[a]) != int64_t(analytic.payload[a]))
       comm_mismatch = 1;
   {
     std::vector<int> flag{comm_mismatch};
     world.allreduce_max(std::span<int>(flag));  // any rank
     comm_mismatch = flag[0];
   }
-  const size_t padded = run->model->params().padded();
   const std::string backend_name = run->backend->name();
-  const size_t opt_elems = run->optimizer->state_elements();
+  const MemoryCount mem_measured = measured_memory(*run);
   run.reset();
   struct Breakdown {
     std::array<double, n_op_kinds> kind_ms{};
@@ -335,7 +394,7 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
     long allocs = 0;
   } bd;
   std::map<TimingBackend::GemmKey, TimingBackend::Stat> gemm_prof;
-  double backend_mib = 0;
+  double backend_bytes = -1;  // all the backend holds once the run is built (profiled run)
   if (opt.profile_steps > 0) {
     TimingBackend* timing = nullptr;
     RunOptions popts = run_options;
@@ -345,7 +404,7 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
       return std::unique_ptr<Backend>(std::move(t));
     };
     std::unique_ptr<Run> prun = build_run(deck, Comm::world(), popts);  // collective
-    backend_mib = double(timing->live_bytes()) / MiB;
+    backend_bytes = double(timing->live_bytes());
     const long ptotal = 1 + opt.profile_steps;
     train_step(*prun, ptotal);  // warm-up
     world.barrier();
@@ -388,20 +447,7 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
   }
 
   // ---- memory per rank
-  const MemoryCount mc = analytic_memory(shape, local_layers, first, last, L.pp,
-                                         std::min(micro_batches, L.pp));
-  const double param_mib = double(padded) * 4 / MiB, opt_mib = double(opt_elems) * 4 / MiB;
-  const double act_mib = backend_mib > 0 ? backend_mib - 2 * param_mib - opt_mib : 0;
-  const double act_analytic_mib = (mc.activations * 4 + mc.int_elements * 4) / MiB;
-  const double opt_analytic_mib =
-      (d.optim.zero ? 3.0 * double(padded) / L.dp : 2.0 * double(padded)) * 4 / MiB;
   const std::vector<double> rss = gather(world, rss_peak);
-  const std::vector<double> params_mib = gather(world, param_mib);
-  const std::vector<double> params_analytic = gather(world, mc.params * 4 / MiB);
-  const std::vector<double> opts_mib = gather(world, opt_mib);
-  const std::vector<double> opts_analytic = gather(world, opt_analytic_mib);
-  const std::vector<double> acts_mib = gather(world, act_mib);
-  const std::vector<double> acts_analytic = gather(world, act_analytic_mib);
   double rss_max = 0;
   for (double r : rss) rss_max = std::max(rss_max, r);
 
@@ -429,8 +475,9 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
       for (int a = 0; a < n_axes; ++a)
         if (bd.comm_ms[a] > 0 || comm_bytes[a] > 0) {
           char buf[96];
-          std::snprintf(buf, sizeof buf, "   (rank 0 sends %.0f B/step; analytic %llu)",
-                        comm_bytes[a], (unsigned long long)analytic.bytes_sent[a]);
+          std::snprintf(buf, sizeof buf, "   (rank 0 hands MPI %.0f B/step; analytic %llu, "
+                        "wire %.0f)", comm_bytes[a], (unsigned long long)analytic.payload[a],
+                        analytic.wire[a]);
           line(std::string("comm wait ") + axis_name(Axis(a)), bd.comm_ms[a], buf);
         }
       line("other (host, unaccounted)", bd.other_ms, "");
@@ -449,17 +496,12 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
                     g.flops() / per_call / 1e9, 100.0 * gemm_s[i] / per_call);
       }
     }
-    std::printf("\nmemory per rank, MiB (measured / analytic; measured backend bytes from the "
-                "profiled run's allocations):\n");
-    std::printf("  %4s %9s %19s %19s %19s %19s\n", "rank", "peak RSS", "parameters",
-                "gradients", "optimizer state", "activations");
-    for (int r = 0; r < ranks; ++r)
-      std::printf("  %4d %9.1f %9.2f / %7.2f %9.2f / %7.2f %9.2f / %7.2f %9.2f / %7.2f\n", r,
-                  rss[r], params_mib[r], params_analytic[r], params_mib[r], params_analytic[r],
-                  opts_mib[r], opts_analytic[r], acts_mib[r], acts_analytic[r]);
-    std::printf("  (parameters and gradients are padded per tensor to 16 floats and in total to "
-                "a multiple of dp; activations include the backward scratch and token ids)\n");
-
+  }
+  const bool mem_ok =
+      print_memory(world, rss, mem_measured,
+                   analytic_memory(d.model, L, pp_rank, d.parallel.micro_batch, G, d.optim.zero),
+                   backend_bytes);  // collective
+  if (root) {
     // The machine-readable line.
     std::string line = "BENCH";
     auto kv = [&](const std::string& k, const std::string& v) { line += " " + k + "=" + v; };
@@ -495,6 +537,7 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
     kd("pct_sgemm", pct);
     kd("rss_mib_max", rss_max);
     kv("comm_check", comm_mismatch ? "mismatch" : "ok");
+    kv("mem_check", mem_ok ? "ok" : "mismatch");
     if (opt.profile_steps > 0) {
       for (int k = 0; k < n_op_kinds; ++k) {
         std::string n = op_kind_name(OpKind(k));

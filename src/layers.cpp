@@ -5,6 +5,7 @@
 #include "mptrain/layers.hpp"
 
 #include <cmath>
+#include <initializer_list>
 #include <span>
 
 #include "mptrain/error.hpp"
@@ -100,6 +101,21 @@ BlockScratch::BlockScratch(Backend& be, const LayerShape& s)
       datty(be, size_t(s.N()) * s.Cl()), dfch(be, size_t(s.N()) * s.Hl()),
       dln(be, size_t(s.N()) * s.C) {}
 
+namespace {
+size_t total_size(std::initializer_list<const Buffer*> buffers) {
+  size_t n = 0;
+  for (const Buffer* b : buffers) n += b->size();
+  return n;
+}
+}  // namespace
+
+size_t BlockActivations::elements() const {
+  return total_size({&ln1, &ln1_mean, &ln1_rstd, &qkv, &att, &atty, &res2, &ln2, &ln2_mean,
+                     &ln2_rstd, &fch, &fch_gelu, &out});
+}
+
+size_t BlockScratch::elements() const { return total_size({&dqkv, &datt, &datty, &dfch, &dln}); }
+
 void Block::register_params(ParamBuilder& pb, const LayerShape& s, int layer, int n_layer) {
   const std::string h = "h." + std::to_string(layer) + ".";
   const int64_t C = s.C;
@@ -194,6 +210,10 @@ Head::Work::Work(Backend& be, const LayerShape& s)
     : lnf(be, size_t(s.N()) * s.C), lnf_mean(be, s.N()), lnf_rstd(be, s.N()),
       logits(be, size_t(s.N()) * s.Vl()), row_max(be, s.N()), stats(be, 2 * size_t(s.N())),
       losses(be, s.N()) {}
+
+size_t Head::Work::elements() const {
+  return total_size({&lnf, &lnf_mean, &lnf_rstd, &logits, &row_max, &stats, &losses});
+}
 
 double Head::forward_backward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
                               const LayerShape& s, const float* x, const int32_t* targets,

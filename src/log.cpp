@@ -21,11 +21,13 @@ MetricsCsv::MetricsCsv(const std::string& path, long resume_step) {
     std::ifstream in(path);
     std::string line;
     while (std::getline(in, line)) {
-      // Keep the rows of steps up to the resume step; skip the header and anything that
-      // does not start with a step number (a torn last line, say).
+      // Keep the rows of steps up to the resume step; skip the header, anything that does
+      // not start with a step number, and a last line without its newline (every row is
+      // written with one, so that line was torn by a kill in the middle of a write).
+      const bool complete = !in.eof();
       long step = 0;
       const auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), step);
-      if (ec == std::errc() && end != line.data() && *end == ',' && step <= resume_step)
+      if (complete && ec == std::errc() && end != line.data() && *end == ',' && step <= resume_step)
         kept.push_back(line);
     }
   }

@@ -54,6 +54,21 @@ Model::Model(Backend& backend, const Grid& grid, const ModelConfig& config, int 
   dres_ = Buffer(be_, activation_size());
 }
 
+size_t Model::activation_elements() const {
+  size_t n = dres_.size() + scratch_->elements() + (head_work_ ? head_work_->elements() : 0);
+  for (const auto& slot : acts_)
+    for (const BlockActivations& a : slot) n += a.elements();
+  for (const Buffer& b : input_) n += b.size();
+  return n;
+}
+
+size_t Model::token_elements() const {
+  size_t n = 0;
+  for (const IntBuffer& b : tokens_) n += b.size();
+  for (const IntBuffer& b : targets_) n += b.size();
+  return n;
+}
+
 void Model::set_tokens(int slot, const int32_t* inputs, const int32_t* targets) {
   be_.to_device_int(tokens_[slot].data(), inputs, size_t(shape_.N()));
   be_.to_device_int(targets_[slot].data(), targets, size_t(shape_.N()));

@@ -22,12 +22,34 @@ double learning_rate(const OptimConfig& c, long step, long total_steps) {
   return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + std::cos(std::numbers::pi * progress));
 }
 
+std::vector<FlatRange> dp_buckets(const std::vector<size_t>& tensor_offsets, size_t padded,
+                                  size_t bucket_elems) {
+  std::vector<FlatRange> buckets;
+  size_t hi = padded;
+  for (size_t i = tensor_offsets.size(); i-- > 0;) {
+    if (hi - tensor_offsets[i] >= bucket_elems || i == 0) {
+      const size_t lo = i == 0 ? 0 : tensor_offsets[i];
+      buckets.push_back(FlatRange{lo, hi});
+      hi = lo;
+    }
+  }
+  return buckets;
+}
+
+FlatRange zero_shard(size_t padded, int dp, int dp_rank) {
+  MPT_CHECK(dp >= 1 && dp_rank >= 0 && dp_rank < dp && padded % size_t(dp) == 0,
+            "zero_shard: " + std::to_string(padded) + " elements over dp = " + std::to_string(dp) +
+                ", rank " + std::to_string(dp_rank));
+  const size_t size = padded / size_t(dp);
+  return FlatRange{size * size_t(dp_rank), size * size_t(dp_rank) + size};
+}
+
 Optimizer::Optimizer(Backend& backend, const Grid& grid, ParamSet& params,
                      const OptimConfig& config, double bucket_mb)
     : be_(backend), grid_(grid), params_(params), config_(config), collectives_(backend) {
-  const size_t dp = static_cast<size_t>(grid.layout().dp);
-  shard_size_ = params.padded() / dp;
-  shard_lo_ = shard_size_ * static_cast<size_t>(grid.dp_rank());
+  const FlatRange shard = zero_shard(params.padded(), grid.layout().dp, grid.dp_rank());
+  shard_size_ = shard.size();
+  shard_lo_ = shard.lo;
   if (config.zero) {
     m_ = Buffer(be_, shard_size_);
     v_ = Buffer(be_, shard_size_);
@@ -36,18 +58,11 @@ Optimizer::Optimizer(Backend& backend, const Grid& grid, ParamSet& params,
     m_ = Buffer(be_, params.padded());
     v_ = Buffer(be_, params.padded());
   }
-  // Buckets of whole tensors, walking down from the top of the flat buffer (the order in
-  // which backward finishes them).
   const size_t bucket_elems = std::max<size_t>(1, size_t(bucket_mb * 1024 * 1024 / sizeof(float)));
-  const auto& infos = params.infos();
-  size_t hi = params.padded();
-  for (auto it = infos.rbegin(); it != infos.rend(); ++it) {
-    if (hi - it->offset >= bucket_elems || std::next(it) == infos.rend()) {
-      const size_t lo = std::next(it) == infos.rend() ? 0 : it->offset;
-      buckets_.push_back(Bucket{lo, hi, Request(), false});
-      hi = lo;
-    }
-  }
+  std::vector<size_t> offsets;
+  for (const ParamInfo& p : params.infos()) offsets.push_back(p.offset);
+  for (const FlatRange& r : dp_buckets(offsets, params.padded(), bucket_elems))
+    buckets_.push_back(Bucket{r.lo, r.hi, Request(), false});
 }
 
 void Optimizer::grads_ready(size_t offset) {

@@ -63,17 +63,27 @@ void PipelineSchedule::wait_sends() {
   backward_send_.wait();
 }
 
+std::vector<PipelineOp> one_f_one_b_order(int stages, int stage, int micro_batches) {
+  const int m = micro_batches;
+  const int warmup = std::min(stages - stage - 1, m);
+  std::vector<PipelineOp> order;
+  for (int i = 0; i < warmup; ++i) order.push_back({PipelineOp::forward, i});
+  for (int i = 0; i < m - warmup; ++i) {
+    order.push_back({PipelineOp::forward, warmup + i});
+    order.push_back({PipelineOp::backward, i});
+  }
+  for (int i = m - warmup; i < m; ++i) order.push_back({PipelineOp::backward, i});
+  return order;
+}
+
 double PipelineSchedule::train_batch(const TokenDataset& data, const SequentialSampler& sampler,
                                      Optimizer& optimizer) {
-  const int m = micro_batches_;
-  const int warmup = std::min(grid_.layout().pp - grid_.pp_rank() - 1, m);
   double loss = 0;
-  for (int i = 0; i < warmup; ++i) forward(i, data, sampler);
-  for (int i = 0; i < m - warmup; ++i) {
-    forward(warmup + i, data, sampler);
-    loss += backward(i, optimizer);
-  }
-  for (int i = m - warmup; i < m; ++i) loss += backward(i, optimizer);
+  for (const PipelineOp& op : one_f_one_b_order(grid_.layout().pp, grid_.pp_rank(), micro_batches_))
+    if (op.kind == PipelineOp::forward)
+      forward(op.micro, data, sampler);
+    else
+      loss += backward(op.micro, optimizer);
   wait_sends();
   optimizer.finish_reduction();  // collective over DP (and the embedding pair)
   return grid_.tp_rank() == 0 ? loss : 0.0;

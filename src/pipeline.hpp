@@ -15,6 +15,20 @@
 
 namespace mptrain {
 
+// One step of a stage's schedule: the forward or the backward of micro-batch `micro`.
+struct PipelineOp {
+  enum Kind { forward, backward } kind = forward;
+  int micro = 0;
+  bool operator==(const PipelineOp&) const = default;
+};
+
+// The 1F1B order of stage `stage` of `stages` for `micro_batches` micro-batches: min(stages -
+// stage - 1, micro_batches) warm-up forwards, then forward and backward alternately, then the
+// remaining backwards. Forwards and backwards each go in micro-batch order, so neighbouring
+// stages send and receive in the same order, and a stage never holds more than stages - stage
+// micro-batches between their forward and backward. Pure.
+std::vector<PipelineOp> one_f_one_b_order(int stages, int stage, int micro_batches);
+
 class PipelineSchedule {
  public:
   PipelineSchedule(Backend& backend, Model& model, const Grid& grid, long global_batch,

@@ -15,6 +15,7 @@
 #include "mptrain/grid.hpp"
 #include "mptrain/model.hpp"
 #include "mptrain/optimizer.hpp"
+#include "mptrain/traffic.hpp"
 #include "pipeline.hpp"
 
 namespace mptrain {
@@ -47,9 +48,14 @@ struct Run {
   void restart();
 };
 
-// What the algorithm must send per training step from this rank, per axis (payload bytes),
-// for comparison with the grid's measured counters. Not collective.
-CommCounters analytic_traffic(const Run& run);
+// What the algorithm must send per training step from this rank, per axis: step_traffic()
+// (traffic.hpp) for this rank's deck and place in the grid. Not collective.
+StepTraffic analytic_traffic(const Run& run);
+// Collective over the world: every rank compares `measured` (its counters over `steps_run`
+// training steps) with steps_run times its analytic payload; rank 0 prints the per-axis table
+// (payload measured and analytic, wire bytes, waiting time) and the line "comm-check: ok ..."
+// or "comm-check: MISMATCH ...".
+void report_communication(const Run& run, const CommCounters& measured, long steps_run);
 
 // What build_run() may do differently from training (the benchmark uses both).
 struct RunOptions {

@@ -37,34 +37,6 @@ struct TestHook {
 
 }  // namespace
 
-// What the algorithm must send per training step from this rank, per axis (bytes of payload
-// handed to MPI), for comparison with the measured counters.
-CommCounters analytic_traffic(const Run& run) {
-  CommCounters c;
-  const Layout& L = run.grid.layout();
-  const LayerShape& s = run.model->shape();
-  const double N = s.N(), C = s.C, f = sizeof(float);
-  const int micro = run.schedule->micro_batches();
-  const bool first = run.grid.first_stage(), last = run.grid.last_stage();
-  const int blocks = run.model->local_layers();
-  auto& bytes = c.bytes_sent;
-  if (L.tp > 1) {
-    double per_micro = 4.0 * blocks * N * C;   // 2 all-reduces forward, 2 backward per block
-    if (first) per_micro += N * C;             // embedding
-    if (last) per_micro += 3 * N + N * C;      // max, sumexp|target, dlnf
-    bytes[int(Axis::tp)] = uint64_t(per_micro * micro * f);
-  }
-  const double padded = double(run.model->params().padded());
-  if (L.dp > 1)
-    bytes[int(Axis::dp)] = uint64_t((run.deck.optim.zero ? padded + padded / L.dp : padded) * f);
-  if (L.pp > 1) bytes[int(Axis::pp)] = uint64_t(((last ? 0 : 1) + (first ? 0 : 1)) * N * C * f * micro);
-  if (!run.grid.embed().null() && run.grid.embed().size() > 1)
-    for (const ParamInfo& p : run.model->params().infos())
-      if (p.spec.name == "wte") bytes[int(Axis::embed)] = uint64_t(p.size() * f);
-  bytes[int(Axis::world)] = 2 * sizeof(double) + sizeof(int);  // loss, norm, stop flag
-  return c;
-}
-
 namespace {
 
 void add_delta(CommCounters& total, const CommCounters& after, const CommCounters& before) {
@@ -95,27 +67,10 @@ bool preemption_requested(const Grid& grid) {
 }
 
 void print_summary(Run& run, const CommCounters& measured, long steps_run, double seconds) {
-  const CommCounters analytic = analytic_traffic(run);
-  // Every rank compares its own traffic with its own analytic count; rank 0 reports.
-  int mismatch = 0;
-  for (int a = 0; a < n_axes; ++a)
-    if (steps_run > 0 && measured.bytes_sent[a] != analytic.bytes_sent[a] * uint64_t(steps_run))
-      mismatch = 1;
-  run.grid.world().allreduce_max(std::span<int>(&mismatch, 1));  // collective over the world
-  if (!run.is_root()) return;
-  std::printf("run summary: %ld steps in %s on %s\n", steps_run, format_duration(seconds).c_str(),
-              run.layout_text().c_str());
-  std::printf("communication per step, rank 0 (payload bytes; analytic = what the algorithm "
-              "must send):\n");
-  for (int a = 0; a < n_axes; ++a) {
-    const double per_step = steps_run ? double(measured.bytes_sent[a]) / steps_run : 0.0;
-    const double wait = steps_run ? measured.wait_seconds[a] / steps_run : 0.0;
-    std::printf("  %-6s measured %12.0f B  analytic %12llu B  waiting %8.3f ms\n",
-                axis_name(Axis(a)), per_step, (unsigned long long)analytic.bytes_sent[a],
-                wait * 1e3);
-  }
-  std::printf("comm-check: %s\n", mismatch ? "MISMATCH (some rank sent other than the analytic "
-                                             "count)" : "ok (every rank sent exactly the analytic count)");
+  if (run.is_root())
+    std::printf("run summary: %ld steps in %s on %s\n", steps_run,
+                format_duration(seconds).c_str(), run.layout_text().c_str());
+  report_communication(run, measured, steps_run);  // collective
 }
 
 }  // namespace

@@ -193,7 +193,10 @@ inline void adamw(Vec& p, const Vec& g, Vec& m, Vec& v, double lr, double b1, do
 namespace support {
 
 constexpr double kFwdTol = 1e-5;   // float op vs double reference
-constexpr double kGradTol = 1e-3;  // float gradient vs double finite differences
+// Float gradient vs double finite differences (ref::numeric_grad: exact to ~1e-9), in
+// worst_error's measure. What is left is the op's float32 rounding: the worst case observed is
+// 6.4e-7 (attention dqkv, T = 70); the tolerance allows about eight times that.
+constexpr double kGradTol = 5e-6;
 
 // Backend memory filled from the host through the interface (read back with to_host()).
 inline mptrain::Buffer upload(mptrain::Backend& be, const std::vector<float>& h) {

@@ -3,8 +3,8 @@
 # one rank and on two (dp = 2). Each run must exit 0 and print one machine-readable BENCH line
 # with every expected key and sane values: consistent step statistics, the analytic parameter
 # and token counts, no backend allocation inside a step, exactly the analytic communication
-# bytes per axis. No timing thresholds (DESIGN §6: performance is measured with the
-# benchmark, never by tests).
+# bytes per axis, every memory figure equal to its analytic count. No timing thresholds
+# (DESIGN §6: performance is measured with the benchmark, never by tests).
 . "$top_srcdir/test/lib.sh"
 make_data || { fail "mptrain-prep"; finish; }
 deck=$top_srcdir/input/test-tiny.deck
@@ -16,7 +16,7 @@ keys="deck ranks tp pp dp threads backend data micro_batch global_batch tokens_p
       sgemm_gflops pct_sgemm rss_mib_max ms_matmul ms_attention ms_layernorm ms_gelu
       ms_bias_residual ms_embedding ms_cross_entropy ms_optimizer ms_copy_fill ms_comm_world
       ms_comm_tp ms_comm_dp ms_comm_pp ms_comm_embed ms_other ms_profiled allocs_in_step
-      comm_check"
+      comm_check mem_check"
 
 # run_bench LABEL NP EXPECT_RANKS ARGS...: runs mptrain-bench, then checks its BENCH line.
 run_bench() {
@@ -57,6 +57,7 @@ run_bench() {
       if (!(v["ms_matmul"] > 0 && v["ms_profiled"] > 0)) bad = bad " breakdown"
       if (v["allocs_in_step"] != 0) bad = bad " allocs_in_step=" v["allocs_in_step"]
       if (v["comm_check"] != "ok") bad = bad " comm_check=" v["comm_check"]
+      if (v["mem_check"] != "ok") bad = bad " mem_check=" v["mem_check"]
       if (!(v["rss_mib_max"] > 0)) bad = bad " rss_mib_max=" v["rss_mib_max"]
       if (bad != "") { print label ":" bad; exit 1 }
     }' && pass "$label: values are consistent" || fail "$label: insane values (above)"

@@ -18,6 +18,7 @@
 
 #include "mptrain/backend.hpp"
 #include "mptrain/deck.hpp"
+#include "mptrain/grid.hpp"
 #include "mptrain/layers.hpp"
 
 namespace mptrain {
@@ -168,14 +169,20 @@ int64_t model_parameters(const ModelConfig& m);
 // FLOPs of one step: tokens * (6 N + 6 n_layer n_embd seq_len), tokens = global_batch * seq_len.
 double step_flops(const ModelConfig& m, long global_batch);
 
-// Backend elements this rank should hold, from the shapes alone (what src/layers.cpp,
-// src/model.cpp and src/optimizer.cpp allocate), to compare with what was allocated.
+// Backend memory of one rank by what it holds, in bytes.
 struct MemoryCount {
-  double params = 0;       // parameters this rank holds (unpadded)
-  double activations = 0;  // activations of the slots in flight, backward scratch, head work
-  double int_elements = 0; // token ids
+  double params = 0;       // the flat parameter buffer (16-float tensors, padded to dp)
+  double grads = 0;        // the flat gradient buffer and, under ZeRO-1, the reduced shard
+  double optimizer = 0;    // AdamW's m and v (this rank's 1/dp shard under ZeRO-1)
+  double activations = 0;  // the blocks' saved activations of the micro-batches in flight,
+                           // the stage inputs, the backward scratch, the head's work and the
+                           // stage gradient
+  double buffers = 0;      // token ids and targets of the micro-batches in flight
+  double total() const { return params + grads + optimizer + activations + buffers; }
 };
-MemoryCount analytic_memory(const LayerShape& s, int local_layers, bool first_stage,
-                            bool last_stage, int pp, int slots);
+// What stage `pp_rank` must hold, from the model, the layout and the batch alone (what
+// src/layers.cpp, src/model.cpp and src/optimizer.cpp allocate, derived from the shapes).
+MemoryCount analytic_memory(const ModelConfig& model, const Layout& layout, int pp_rank,
+                            int micro_batch, long global_batch, int zero);
 
 }  // namespace mptrain

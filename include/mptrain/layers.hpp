@@ -140,6 +140,7 @@ struct BlockActivations {
   Buffer fch, fch_gelu;            // (B,T,Hl)
   Buffer out;                      // (B,T,C) residual after the MLP: the block's output
   BlockActivations(Backend& be, const LayerShape& s);
+  size_t elements() const;  // floats held (the benchmark's memory report)
 };
 
 // Scratch for backward, shared by all blocks of the stage.
@@ -150,6 +151,7 @@ struct BlockScratch {
   Buffer dfch;   // (B,T,Hl)
   Buffer dln;    // (B,T,C)
   BlockScratch(Backend& be, const LayerShape& s);
+  size_t elements() const;  // floats held
 };
 
 struct Block {
@@ -175,6 +177,7 @@ struct Head {
     Buffer logits;                   // (B,T,Vl), becomes dlogits in backward
     Buffer row_max, stats, losses;   // (N) (2N: sumexp | target logit) (N)
     Work(Backend& be, const LayerShape& s);
+    size_t elements() const;  // floats held
   };
   // Returns the sum of the B*T token losses. With backward: dx(B,T,C) = the gradient of
   // loss_scale * sum(losses) with respect to x, and dwte, dlnf +=. Collective over TP.

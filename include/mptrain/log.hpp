@@ -21,8 +21,9 @@ struct StepMetrics {
 };
 
 // The metrics CSV. Opened on rank 0 only. On a fresh run the file is rewritten with the
-// header; on a resume from step S the rows of steps <= S are kept and later ones dropped, so
-// a resumed run's file equals an uninterrupted run's.
+// header; on a resume from step S the rows of steps <= S are kept and later ones dropped (as
+// is a torn last row, one without its newline), so a resumed run's file equals an
+// uninterrupted run's.
 class MetricsCsv {
  public:
   MetricsCsv() = default;

@@ -29,6 +29,11 @@ class Model {
   int local_layers() const { return static_cast<int>(blocks_.size()); }
   int slots() const { return static_cast<int>(acts_.size()); }
   size_t activation_size() const { return size_t(shape_.N()) * shape_.C; }  // (B,T,C)
+  // Backend memory held besides the parameters, for the benchmark's memory report: floats of
+  // the blocks' saved activations per slot, the stage inputs, the backward scratch, the head's
+  // work and the stage gradient; int32 elements of the token ids and targets.
+  size_t activation_elements() const;
+  size_t token_elements() const;
 
   // Copies a micro-batch's token ids (B*T each) into the slot (host to backend memory).
   void set_tokens(int slot, const int32_t* inputs, const int32_t* targets);

@@ -20,6 +20,25 @@ namespace mptrain {
 // `total_steps`. `step` is 0-based.
 double learning_rate(const OptimConfig& config, long step, long total_steps);
 
+// A range [lo, hi) of the flat parameter / gradient buffers (elements).
+struct FlatRange {
+  size_t lo = 0, hi = 0;
+  size_t size() const { return hi - lo; }
+  bool operator==(const FlatRange&) const = default;
+};
+
+// The DP all-reduce buckets (zero = 0): whole tensors, walking down from the top of the flat
+// buffer (the order in which backward finishes the gradients). `tensor_offsets` are the
+// tensors' start offsets in ascending order; `padded` the buffer's size. A bucket closes once
+// it holds at least `bucket_elems` elements; the last one reaches down to 0. Returned highest
+// first; together they cover [0, padded) exactly. Pure.
+std::vector<FlatRange> dp_buckets(const std::vector<size_t>& tensor_offsets, size_t padded,
+                                  size_t bucket_elems);
+
+// DP rank `dp_rank`'s ZeRO shard of a flat buffer of `padded` elements (a multiple of dp):
+// equal contiguous slices in rank order. Pure.
+FlatRange zero_shard(size_t padded, int dp, int dp_rank);
+
 struct StepReport {
   double grad_norm = 0;  // before clipping
   double lr = 0;
@@ -45,9 +64,10 @@ class Optimizer {
   // (after finish_reduction), to exercise the non-finite path from one rank only.
   void inject_nonfinite_gradient();
 
-  // Elements of optimizer state this rank holds in backend memory (m, v and, under ZeRO-1,
-  // the reduce-scattered gradient shard).
-  size_t state_elements() const { return m_.size() + v_.size() + grad_shard_.size(); }
+  // Backend memory of this rank, in elements: AdamW's m and v (full, or the DP shard under
+  // ZeRO-1), and the reduce-scattered gradient shard (ZeRO-1; else 0).
+  size_t moment_elements() const { return m_.size() + v_.size(); }
+  size_t gradient_shard_elements() const { return grad_shard_.size(); }
 
   long adam_step() const { return adam_step_; }
   void set_adam_step(long t) { adam_step_ = t; }

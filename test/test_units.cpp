@@ -1,0 +1,301 @@
+// Unit tests of the training loop's arithmetic, part 1: the learning-rate schedule against its
+// closed form, the DP buckets and ZeRO shards of the flat gradient buffer, the 1F1B order (and
+// a simulation of all stages running it with the schedule's MPI semantics), and the analytic
+// communication counts against a derivation by hand. Part 2 (test_units_io.cpp): the shuffle
+// sampler and the metrics CSV on resume. Everything here is a pure function that the
+// production code calls; a failure names the property, not "losses differ".
+#define BOOST_TEST_MODULE units
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <vector>
+
+#include "mpi_fixture.hpp"
+#include "mptrain/backend.hpp"
+#include "mptrain/model.hpp"
+#include "mptrain/optimizer.hpp"
+#include "mptrain/traffic.hpp"
+#include "pipeline.hpp"
+
+using namespace mptrain;
+
+// ---------------------------------------------------------------- learning-rate schedule
+
+namespace {
+OptimConfig schedule(const std::string& kind, double lr, double min_lr, long warmup) {
+  OptimConfig c;
+  c.schedule = kind;
+  c.lr = lr;
+  c.min_lr = min_lr;
+  c.warmup_steps = warmup;
+  return c;
+}
+bool close(double a, double b) { return std::abs(a - b) <= 1e-15 * std::max(1.0, std::abs(b)); }
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(warmup_is_linear_from_lr_over_warmup_to_lr) {
+  // Step s (0-based) of 4 warm-up steps: lr (s + 1) / 4.
+  for (const char* kind : {"cosine", "linear", "constant"}) {
+    const OptimConfig c = schedule(kind, 0.01, 0.001, 4);
+    BOOST_TEST(close(learning_rate(c, 0, 14), 0.0025), kind);
+    BOOST_TEST(close(learning_rate(c, 1, 14), 0.005), kind);
+    BOOST_TEST(close(learning_rate(c, 2, 14), 0.0075), kind);
+    BOOST_TEST(close(learning_rate(c, 3, 14), 0.01), kind);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(decay_follows_the_closed_form) {
+  // 14 steps, 4 of warm-up: the decay runs over steps 4..14 (progress (s - 4) / 10).
+  const OptimConfig cos = schedule("cosine", 0.01, 0.001, 4);
+  BOOST_TEST(close(learning_rate(cos, 4, 14), 0.01));                   // progress 0
+  BOOST_TEST(close(learning_rate(cos, 9, 14), 0.0055));                 // 1/2: the midpoint
+  BOOST_TEST(close(learning_rate(cos, 6, 14),                           // 1/5
+                   0.001 + 0.5 * 0.009 * (1 + std::cos(std::numbers::pi / 5))));
+  BOOST_TEST(close(learning_rate(cos, 14, 14), 0.001));                 // the end: min_lr
+  BOOST_TEST(close(learning_rate(cos, 20, 14), 0.001));                 // beyond: stays there
+  const OptimConfig lin = schedule("linear", 0.01, 0.001, 4);
+  BOOST_TEST(close(learning_rate(lin, 4, 14), 0.01));
+  BOOST_TEST(close(learning_rate(lin, 6, 14), 0.01 - 0.009 * 0.2));
+  BOOST_TEST(close(learning_rate(lin, 14, 14), 0.001));
+  const OptimConfig con = schedule("constant", 0.01, 0.001, 4);
+  for (long s : {4L, 9L, 14L, 20L}) BOOST_TEST(close(learning_rate(con, s, 14), 0.01));
+  // No warm-up: step 0 is the peak; more warm-up than steps: no division by zero.
+  BOOST_TEST(close(learning_rate(schedule("cosine", 0.01, 0.0, 0), 0, 10), 0.01));
+  BOOST_TEST(close(learning_rate(schedule("cosine", 0.01, 0.0, 0), 5, 10), 0.005));
+  BOOST_TEST(std::isfinite(learning_rate(schedule("cosine", 0.01, 0.0, 8), 9, 5)));
+}
+
+// ---------------------------------------------------------------- DP buckets and ZeRO shards
+
+namespace {
+// Tensors of these sizes, placed as ParamSet places them (16-float aligned), and the padded end.
+std::vector<size_t> offsets_of(const std::vector<size_t>& sizes, size_t& padded, size_t dp) {
+  std::vector<size_t> offsets;
+  size_t used = 0;
+  for (size_t n : sizes) {
+    offsets.push_back(used);
+    used += (n + 15) / 16 * 16;
+  }
+  padded = (used + dp - 1) / dp * dp;
+  return offsets;
+}
+
+void expect_valid_buckets(const std::vector<FlatRange>& buckets, const std::vector<size_t>& offsets,
+                          size_t padded, size_t bucket_elems) {
+  BOOST_TEST_REQUIRE(!buckets.empty());
+  BOOST_TEST(buckets.front().hi == padded);  // the top first (backward's order)
+  BOOST_TEST(buckets.back().lo == 0u);
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    const FlatRange& r = buckets[b];
+    BOOST_TEST(r.lo < r.hi);
+    if (b + 1 < buckets.size()) BOOST_TEST(buckets[b + 1].hi == r.lo);  // contiguous, descending
+    // Whole tensors: every boundary is a tensor's start.
+    BOOST_TEST((r.lo == 0 || std::count(offsets.begin(), offsets.end(), r.lo) == 1));
+    if (b + 1 == buckets.size()) continue;  // the lowest bucket takes what is left
+    BOOST_TEST(r.size() >= bucket_elems);
+    // It closed as soon as it was large enough: without its lowest tensor it was not.
+    const auto next = std::upper_bound(offsets.begin(), offsets.end(), r.lo);
+    if (next != offsets.end() && *next < r.hi) BOOST_TEST(r.hi - *next < bucket_elems);
+  }
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(dp_buckets_cover_the_buffer_in_whole_tensors_top_down) {
+  const std::vector<size_t> sizes = {2048, 128, 16, 16, 1536, 48, 512, 16, 2048, 64, 16, 16, 2};
+  for (size_t dp : {1u, 3u, 8u}) {
+    size_t padded = 0;
+    const std::vector<size_t> offsets = offsets_of(sizes, padded, dp);
+    for (size_t elems : {size_t(1), size_t(100), size_t(600), size_t(2100), size_t(1) << 30})
+      expect_valid_buckets(dp_buckets(offsets, padded, elems), offsets, padded, elems);
+    BOOST_TEST(dp_buckets(offsets, padded, 1).size() == sizes.size());  // one per tensor
+    BOOST_TEST(dp_buckets(offsets, padded, size_t(1) << 30).size() == 1u);
+    BOOST_TEST((dp_buckets(offsets, padded, size_t(1) << 30)[0] == FlatRange{0, padded}));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(zero_shards_partition_the_padded_buffer) {
+  for (int dp = 1; dp <= 8; ++dp) {
+    size_t padded = 0;
+    offsets_of({67 * 16, 128, 16, 16, 1000}, padded, size_t(dp));
+    BOOST_TEST(padded % size_t(dp) == 0u);
+    size_t next = 0;
+    for (int r = 0; r < dp; ++r) {
+      const FlatRange s = zero_shard(padded, dp, r);
+      BOOST_TEST(s.lo == next);  // in rank order, no gap, no overlap
+      BOOST_TEST(s.size() == padded / size_t(dp));
+      next = s.hi;
+    }
+    BOOST_TEST(next == padded);
+  }
+}
+
+// ---------------------------------------------------------------- 1F1B
+
+namespace {
+using Order = std::vector<PipelineOp>;
+
+// Runs every stage's order with the schedule's MPI semantics, taking receives and waits to
+// need the peer (rendezvous), and returns whether all stages finish:
+//  - F(i) on a stage after the first receives stage s-1's output of F(i);
+//  - B(i) on a stage before the last receives stage s+1's input gradient of B(i);
+//  - F(i) first waits for the send of F(i - slots), which shared its output slot, to have been
+//    received (stage s+1 did F(i - slots)); B(i) waits for the send of B(i - 1) (stage s-1).
+bool pipeline_completes(int stages, int m) {
+  const int slots = std::min(m, stages);
+  std::vector<Order> order;
+  for (int s = 0; s < stages; ++s) order.push_back(one_f_one_b_order(stages, s, m));
+  std::vector<std::vector<bool>> fwd(stages, std::vector<bool>(m)), bwd = fwd;
+  std::vector<size_t> next(stages, 0);
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (int s = 0; s < stages; ++s) {
+      if (next[s] == order[s].size()) continue;
+      const PipelineOp op = order[s][next[s]];
+      const int i = op.micro;
+      bool ready;
+      if (op.kind == PipelineOp::forward)
+        ready = (s == 0 || fwd[s - 1][i]) && (s == stages - 1 || i < slots || fwd[s + 1][i - slots]);
+      else
+        ready = (s == stages - 1 ? fwd[s][i] : bwd[s + 1][i]) && (s == 0 || i == 0 || bwd[s - 1][i - 1]);
+      if (!ready) continue;
+      (op.kind == PipelineOp::forward ? fwd : bwd)[s][i] = true;
+      ++next[s];
+      progress = true;
+    }
+  }
+  for (int s = 0; s < stages; ++s)
+    if (next[s] != order[s].size()) return false;
+  return true;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(one_f_one_b_order_properties) {
+  for (int stages = 1; stages <= 5; ++stages)
+    for (int m = 1; m <= 9; ++m)
+      for (int stage = 0; stage < stages; ++stage) {
+        const Order order = one_f_one_b_order(stages, stage, m);
+        BOOST_TEST_CONTEXT("stages " << stages << " stage " << stage << " micro-batches " << m) {
+          BOOST_TEST(order.size() == size_t(2 * m));
+          std::vector<int> forwards, backwards;
+          int in_flight = 0, most = 0;
+          bool slot_reused_in_flight = false;
+          for (const PipelineOp& op : order) {
+            if (op.kind == PipelineOp::forward) {
+              // The activations of micro % slots must be free again.
+              if (in_flight >= std::min(m, stages)) slot_reused_in_flight = true;
+              forwards.push_back(op.micro);
+              most = std::max(most, ++in_flight);
+            } else {
+              // Every backward after its own forward.
+              BOOST_TEST(std::count(forwards.begin(), forwards.end(), op.micro) == 1);
+              backwards.push_back(op.micro);
+              --in_flight;
+            }
+          }
+          // Each micro-batch once each way, both in micro-batch order: neighbouring stages send
+          // and receive activations (and gradients) in the same order.
+          std::vector<int> all(static_cast<size_t>(m));
+          for (int i = 0; i < m; ++i) all[size_t(i)] = i;
+          BOOST_TEST(forwards == all, boost::test_tools::per_element());
+          BOOST_TEST(backwards == all, boost::test_tools::per_element());
+          BOOST_TEST(most <= stages - stage);  // 1F1B: at most pp - stage in flight
+          BOOST_TEST(most == std::min(m, stages - stage));  // and it does fill the pipeline
+          BOOST_TEST(!slot_reused_in_flight);
+          if (stage == stages - 1)  // the last stage alternates strictly
+            for (size_t k = 0; k < order.size(); ++k)
+              BOOST_TEST((order[k].kind == PipelineOp::forward) == (k % 2 == 0));
+        }
+      }
+}
+
+BOOST_AUTO_TEST_CASE(all_stages_together_never_deadlock) {
+  for (int stages = 1; stages <= 6; ++stages)
+    for (int m = 1; m <= 12; ++m)
+      BOOST_TEST(pipeline_completes(stages, m), "stages " << stages << " micro-batches " << m);
+}
+
+// ---------------------------------------------------------------- analytic communication
+
+BOOST_AUTO_TEST_CASE(traffic_of_the_golden_model_on_tp2_pp2_dp2_by_hand) {
+  // n_layer 2, n_embd 16, seq_len 8, vocab 67; tp 2, pp 2, dp 2; micro_batch 1, global batch 4.
+  // Per rank: Vl = 34 vocabulary rows, C/tp = 8, 4C/tp = 32; one block per stage; 4 / (2 * 1)
+  // = 2 micro-batches of N = 8 tokens.
+  ModelConfig m;
+  m.n_layer = 2, m.n_head = 4, m.n_embd = 16, m.seq_len = 8, m.vocab_size = 67;
+  const Layout L{2, 2, 2};
+  // Block, tensors rounded up to 16: ln 4*16, c_attn 24*16 + 32 (24 -> 32), attn.c_proj 16*8
+  // + 16, c_fc 32*16 + 32, mlp.c_proj 16*32 + 16 = 1696. Stage 0: wte 34*16 = 544, wpe 8*16
+  // = 128, the block: 2368. Stage 1: wte's copy 544, the block, ln_f 32: 2272.
+  BOOST_TEST(stage_parameter_elements(m, L, 0) == 2368);
+  BOOST_TEST(stage_parameter_elements(m, L, 1) == 2272);
+  const StepTraffic s0 = step_traffic(m, L, 0, 1, 4, 0), s1 = step_traffic(m, L, 1, 1, 4, 0);
+  auto payload = [](const StepTraffic& t, Axis a) { return t.payload[int(a)]; };
+  auto wire = [](const StepTraffic& t, Axis a) { return t.wire[int(a)]; };
+  // TP, per micro-batch: 4 (N,C) all-reduces per block = 512 floats; stage 0 adds the
+  // embedding's 128, stage 1 the head's 8 + 16 + 128. Two micro-batches, 4 bytes each; a ring
+  // of 2 sends 2 (2-1)/2 = 1 times the payload.
+  BOOST_TEST(payload(s0, Axis::tp) == 2u * 4 * 640);
+  BOOST_TEST(payload(s1, Axis::tp) == 2u * 4 * 664);
+  BOOST_TEST(wire(s0, Axis::tp) == 5120.0);
+  // DP: all-reduce of the whole flat buffer.
+  BOOST_TEST(payload(s0, Axis::dp) == 4u * 2368);
+  BOOST_TEST(payload(s1, Axis::dp) == 4u * 2272);
+  // PP: one (N,C) activation out and nothing in on stage 0, per micro-batch; likewise back.
+  BOOST_TEST(payload(s0, Axis::pp) == 2u * 4 * 128);
+  BOOST_TEST(payload(s1, Axis::pp) == 2u * 4 * 128);
+  BOOST_TEST(wire(s1, Axis::pp) == 1024.0);
+  // The tied embedding's gradient between the two stages: 34 * 16 floats.
+  BOOST_TEST(payload(s0, Axis::embed) == 4u * 544);
+  BOOST_TEST(payload(s1, Axis::embed) == 4u * 544);
+  // World: loss and norm (doubles), preemption flag (int); a ring of 8 sends 2 * 7/8 of it.
+  BOOST_TEST(payload(s0, Axis::world) == 20u);
+  BOOST_TEST(wire(s0, Axis::world) == 35.0);
+  // ZeRO-1: reduce-scatter of the buffer and all-gather of the 1/dp shard: 1.5 times the
+  // payload, but the same bytes on the wire as the all-reduce.
+  const StepTraffic z = step_traffic(m, L, 0, 1, 4, 1);
+  BOOST_TEST(payload(z, Axis::dp) == 4u * (2368 + 1184));
+  BOOST_TEST(wire(z, Axis::dp) == wire(s0, Axis::dp));
+}
+
+BOOST_AUTO_TEST_CASE(traffic_scales_with_the_layout) {
+  ModelConfig m;
+  m.n_layer = 4, m.n_head = 4, m.n_embd = 32, m.seq_len = 16, m.vocab_size = 256;
+  // One rank: only the world all-reduces, which a ring of one does not send.
+  const StepTraffic one = step_traffic(m, Layout{1, 1, 1}, 0, 1, 8, 0);
+  for (int a = 0; a < n_axes; ++a) {
+    BOOST_TEST(one.payload[a] == (Axis(a) == Axis::world ? 20u : 0u));
+    BOOST_TEST(one.wire[a] == 0.0);
+  }
+  // ZeRO's wire bytes equal the all-reduce's for every dp; ring all-reduce wire -> 2x payload.
+  for (int dp : {2, 4, 8}) {
+    const StepTraffic z0 = step_traffic(m, Layout{1, 1, dp}, 0, 1, 8, 0);
+    const StepTraffic z1 = step_traffic(m, Layout{1, 1, dp}, 0, 1, 8, 1);
+    BOOST_TEST(std::abs(z1.wire[int(Axis::dp)] - z0.wire[int(Axis::dp)]) <= 1e-9 * z0.wire[int(Axis::dp)]);
+    BOOST_TEST(z0.wire[int(Axis::dp)] == 2.0 * (dp - 1) / dp * double(z0.payload[int(Axis::dp)]));
+  }
+  // Micro-batches: tp and pp traffic are per micro-batch, dp traffic per step.
+  const StepTraffic a = step_traffic(m, Layout{2, 2, 1}, 1, 1, 8, 0);
+  const StepTraffic b = step_traffic(m, Layout{2, 2, 1}, 1, 2, 8, 0);
+  BOOST_TEST(a.payload[int(Axis::tp)] == b.payload[int(Axis::tp)]);  // 8 x 1 rows = 4 x 2 rows
+  BOOST_TEST(a.payload[int(Axis::pp)] == b.payload[int(Axis::pp)]);
+  const StepTraffic c = step_traffic(m, Layout{2, 2, 1}, 1, 1, 16, 0);
+  BOOST_TEST(c.payload[int(Axis::tp)] == 2 * a.payload[int(Axis::tp)]);
+  // A middle stage of pp = 4 sends activations and gradients, and holds no embedding.
+  const StepTraffic mid = step_traffic(m, Layout{1, 4, 1}, 1, 1, 8, 0);
+  BOOST_TEST(mid.payload[int(Axis::pp)] == 2u * 8 * 16 * 32 * 4);
+  BOOST_TEST(mid.payload[int(Axis::embed)] == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(parameter_count_formula_matches_the_model_on_one_rank) {
+  // The formula against the buffer Model really allocates (other layouts: test_golden and the
+  // comm-check of every multi-rank run).
+  ModelConfig m;
+  m.n_layer = 3, m.n_head = 2, m.n_embd = 24, m.seq_len = 5, m.vocab_size = 71;
+  const Grid grid(Comm::self(), Layout{1, 1, 1});
+  auto be = make_cpu_backend(1);
+  Model model(*be, grid, m, 1, 1, 1);
+  BOOST_TEST(int64_t(model.params().padded()) == stage_parameter_elements(m, Layout{1, 1, 1}, 0));
+}
