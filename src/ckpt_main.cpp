@@ -443,6 +443,7 @@ int run_export(const std::vector<std::string>& args) {
     else files.push_back(args[i]);
   }
   if (files.size() != 2) throw InputError(usage);
+  if (format.empty()) throw InputError(std::string("--format is required; ") + usage);
   if (format != "hf" && format != "llmc")
     throw InputError("--format=" + format + ": must be hf (a Hugging Face directory) or llmc "
                      "(an llm.c model file); " + usage);
