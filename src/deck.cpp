@@ -246,6 +246,8 @@ const std::vector<KeySpec>& key_table() {
       bool_key("checkpoint", "save_initial", &D::checkpoint, &CheckpointConfig::save_initial),
       string_key("checkpoint", "restart", &D::checkpoint, &CheckpointConfig::restart, true,
                  "value (auto, none, or a checkpoint file)", "resume"),
+      string_key("checkpoint", "init", &D::checkpoint, &CheckpointConfig::init, false,
+                 "path (a checkpoint whose model starts the run; empty = none)", "initialize"),
       integer_key("log", "every", &D::log, &LogConfig::every, 1L, long_max, "interval"),
       string_key("log", "metrics", &D::log, &LogConfig::metrics, false, "path", "csv"),
       choice_key("device", "backend", &D::device, &DeviceConfig::backend, {"cpu", "cuda", "auto"}),

@@ -37,6 +37,8 @@ struct Run {
   Run(const Deck& d, Comm world, Layout layout) : deck(d), grid(std::move(world), layout) {}
   bool is_root() const { return grid.world().rank() == 0; }
   std::string layout_text() const;
+  // Collective: the restart part of restart(); true when a checkpoint was restored.
+  bool resume();
 
   // Collective: writes DIR/step_N.h5 and prints its size, time and bandwidth (rank 0).
   void save_checkpoint();
@@ -44,8 +46,14 @@ struct Run {
   // (on every rank) when the file is unusable or was written for another model.
   void restore_checkpoint(const std::string& path);
   // Collective: applies [checkpoint] restart (auto, none, or a file). Under auto, damaged
-  // checkpoints are refused with their reason and the next older one is tried.
+  // checkpoints are refused with their reason and the next older one is tried. When nothing
+  // was restored and [checkpoint] init names a file, the model starts from it (init_model).
   void restart();
+  // Collective: loads only the /model tensors of `path` (any layout wrote it) into this run,
+  // which stays at step 0 with a fresh optimizer and the sampler at the start. The stored
+  // [model] must match the deck's, except that seq_len may be shorter than the stored wpe
+  // rows (the first seq_len positions are read). Throws CheckpointError on every rank.
+  void init_model(const std::string& path);
 };
 
 // What the algorithm must send per training step from this rank, per axis: step_traffic()

@@ -1,5 +1,6 @@
 // Checkpoint glue of a training run: maps the flat parameter and AdamW buffers to the global
-// tensors of the checkpoint schema (each rank its own shard), and applies the restart policy.
+// tensors of the checkpoint schema (each rank its own shard), and applies the restart policy
+// and [checkpoint] init (fine-tuning from the model of any checkpoint).
 #include <cstdio>
 #include <sstream>
 
@@ -41,6 +42,34 @@ void check_same_model(const std::string& path, const CheckpointMeta& meta, const
       throw CheckpointError(path + ": written for a different model: [model] " + key + " = " +
                             std::to_string(values.first) + " in the checkpoint, " +
                             std::to_string(values.second) + " in the deck");
+}
+
+// [checkpoint] init: the stored [model] must equal ours except seq_len, which may be shorter
+// than the stored positions. Returns the stored seq_len (rows of the stored wpe).
+int check_init_model(const std::string& where, const CheckpointMeta& meta, const Deck& deck) {
+  Deck stored;
+  try {
+    stored = parse_deck_text(meta.model_text + "\n[data]\ntrain = (stored)\n",
+                             where + " (stored [model] section)");
+  } catch (const InputError& e) {
+    throw CheckpointError(where + ": the stored [model] section cannot be read: " + e.what());
+  }
+  const ModelConfig &a = stored.model, &b = deck.model;
+  const std::pair<const char*, std::pair<int, int>> keys[] = {
+      {"n_layer", {a.n_layer, b.n_layer}}, {"n_head", {a.n_head, b.n_head}},
+      {"n_embd", {a.n_embd, b.n_embd}}, {"vocab_size", {a.vocab_size, b.vocab_size}}};
+  for (const auto& [key, values] : keys)
+    if (values.first != values.second)
+      throw CheckpointError(where + ": written for a different model: [model] " + key + " = " +
+                            std::to_string(values.first) + " in the checkpoint, " +
+                            std::to_string(values.second) + " in the deck" +
+                            (std::string(key) == "vocab_size"
+                                 ? " (set [model] vocab_size to the checkpoint's)" : ""));
+  if (b.seq_len > a.seq_len)
+    throw CheckpointError(where + ": [model] seq_len = " + std::to_string(b.seq_len) +
+                          " exceeds the " + std::to_string(a.seq_len) +
+                          " positions the checkpoint holds (rows of wpe)");
+  return a.seq_len;
 }
 
 }  // namespace
@@ -96,14 +125,14 @@ void Run::restore_checkpoint(const std::string& path) {
                 meta.layout.c_str());
 }
 
-void Run::restart() {
+bool Run::resume() {
   const CheckpointConfig& c = deck.checkpoint;
-  if (c.restart == "none") return;
+  if (c.restart == "none") return false;
   if (c.restart != "auto") {
     restore_checkpoint(c.restart);  // an explicit file must work
-    return;
+    return true;
   }
-  if (c.dir.empty()) return;
+  if (c.dir.empty()) return false;
   // Rank 0 lists the directory and tells everyone, so all ranks try the same files in order.
   std::string listing;
   if (is_root())
@@ -117,7 +146,7 @@ void Run::restart() {
       if (refused && is_root())
         std::printf("fell back to %s after refusing %d newer checkpoint(s)\n", path.c_str(),
                     refused);
-      return;
+      return true;
     } catch (const CheckpointError& e) {
       ++refused;
       if (is_root()) std::fprintf(stderr, "mptrain: refusing checkpoint: %s\n", e.what());
@@ -126,6 +155,47 @@ void Run::restart() {
   if (refused)
     throw InputError("no usable checkpoint in '" + c.dir + "' (" + std::to_string(refused) +
                      " refused, see above); move them away or set [checkpoint] restart = none");
+  return false;
+}
+
+// A run resumes its own checkpoints if it has any (restart); only a run that restored nothing
+// starts from [checkpoint] init, so a fine-tuning job that is requeued continues where it was.
+void Run::restart() {
+  const std::string& init = deck.checkpoint.init;
+  if (!resume()) {
+    if (!init.empty()) init_model(init);
+  } else if (!init.empty() && is_root()) {
+    std::printf("[checkpoint] init = %s not used: the run resumed from a checkpoint\n",
+                init.c_str());
+  }
+}
+
+void Run::init_model(const std::string& path) {
+  const std::string where = "[checkpoint] init = " + path;
+  CheckpointMeta meta;
+  try {
+    meta = read_checkpoint_meta(grid.world(), path);  // collective
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(where + ": " + e.what());
+  }
+  const int stored_positions = check_init_model(where, meta, deck);
+  ParamSet& ps = model->params();
+  std::vector<float> params(ps.padded(), 0.0f);
+  std::vector<TensorIO> views = tensor_views(ps, params);
+  // Blocks are global coordinates: with the stored row count, the same blocks select the
+  // first seq_len rows of the stored wpe.
+  for (TensorIO& v : views)
+    if (v.spec.name == "wpe") v.spec.global_shape[0] = stored_positions;
+  try {
+    read_checkpoint_tensors(grid.world(), path, {views, {}, {}});  // collective
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(where + ": " + e.what());
+  }
+  backend->to_device(ps.params().data(), params.data(), params.size());
+  if (is_root())
+    std::printf("initialised the model from %s (step %ld, written with %s); starting at step 0 "
+                "with a fresh optimizer\n",
+                path.c_str(), meta.step, meta.layout.c_str());
 }
 
 }  // namespace mptrain

@@ -62,6 +62,9 @@ struct CheckpointConfig {
   long keep = 0;           // 0 = keep all
   bool save_initial = false;
   std::string restart = "auto";  // auto, none, or a file
+  // A checkpoint whose model starts the run (step 0, fresh optimizer; fine-tuning) when no
+  // restart happens; empty = none.
+  std::string init;
 };
 
 struct LogConfig {
