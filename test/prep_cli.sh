@@ -210,11 +210,22 @@ if [ -x "$mptrain" ] && [ -n "${MPIRUN:-}" ]; then
   if timeout -k 10 300 "$MPIRUN" ${MPIRUN_FLAGS:-} -np 2 "$mptrain" "${top_srcdir:-.}/input/test-tiny.deck" \
     --data.train=imported.h5 --data.val=imported-val.h5 --train.steps=2 --train.global_batch=2 \
     --data.val_every=2 --data.val_batches=1 --log.metrics=imported.csv --checkpoint.restart=none \
-    </dev/null >train.out 2>&1; then
+    --checkpoint.dir=ck --checkpoint.every=2 </dev/null >train.out 2>&1; then
     [ "$(awk -F, 'END { print $1 }' imported.csv)" = 2 ] || fail "training on imported tokens logged no step 2"
   else
     fail "training on an imported llm.c shard failed: $(tail -3 train.out)"
   fi
+  # Sampling from its checkpoint: a 50257-token model is taken for GPT-2 (prompt encoded,
+  # tokens decoded with the GPT-2 files); the same seed gives the same text.
+  ckpt=${top_builddir:-.}/src/mptrain-ckpt
+  MPTRAIN_GPT2_DIR=$gpt2 "$ckpt" sample ck/step_00000002.h5 --tokens 6 --prompt "Hello, world" \
+    --seed 3 >sample1.txt 2>&1 || fail "sample (gpt2) failed: $(cat sample1.txt)"
+  "$ckpt" sample ck/step_00000002.h5 --tokens 6 --prompt "Hello, world" --seed 3 --tokenizer gpt2 \
+    --encoder "$gpt2/encoder.json" --merges "$gpt2/vocab.bpe" >sample2.txt 2>&1 || fail "sample (--encoder) failed"
+  grep -q "^Hello, world" sample1.txt || fail "the sample does not start with its prompt: $(cat sample1.txt)"
+  cmp -s sample1.txt sample2.txt || fail "the same seed gave different samples"
+  "$ckpt" sample ck/step_00000002.h5 --tokenizer words >sample3.txt 2>&1
+  [ $? -eq 2 ] && grep -q "bytes or gpt2" sample3.txt || fail "sample --tokenizer words: $(cat sample3.txt)"
 fi
 
 if [ "$failures" -ne 0 ]; then

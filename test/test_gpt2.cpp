@@ -140,8 +140,8 @@ BOOST_AUTO_TEST_CASE(golden_corpus) {
 BOOST_AUTO_TEST_CASE(stream_equals_whole_for_any_piece_size) {
   for (const std::string& text : {everything(), hard_text()}) {
     const std::vector<int32_t> whole = tokenizer().encode(text);
-    for (size_t piece : {1, 2, 3, 5, 7, 16, 61, 256, 4096, 1 << 20}) {
-      for (int threads : {1, 2, 3}) {
+    for (size_t piece : {1, 2, 3, 7, 61, 4096, 1 << 20}) {
+      for (int threads : {1, 3}) {
         BOOST_TEST_CONTEXT("piece " << piece << " bytes, " << threads << " threads") {
           BOOST_TEST(stream_encode(text, piece, threads) == whole, boost::test_tools::per_element());
         }
@@ -157,7 +157,7 @@ BOOST_AUTO_TEST_CASE(safe_cuts_are_safe) {
   for (const std::string& text : {read_file(source("test/gpt2/corpus.txt")), hard_text()}) {
     const std::vector<int32_t> whole = tokenizer().encode(text);
     size_t last = 0, distinct = 0, wrong = 0;
-    for (size_t limit = 1; limit < text.size(); limit += 1 + limit / 512) {
+    for (size_t limit = 1; limit < text.size(); limit += 1 + limit / 256) {
       const size_t p = tokenizer().safe_cut(text, 0, limit);
       if (p == 0 || p == last) continue;
       last = p;
@@ -172,7 +172,7 @@ BOOST_AUTO_TEST_CASE(safe_cuts_are_safe) {
       }
       BOOST_TEST(!std::isspace(static_cast<unsigned char>(text[p - 1])));
     }
-    BOOST_TEST(distinct > 100u);
+    BOOST_TEST(distinct > 50u);
     BOOST_TEST(wrong == 0u);
   }
   // The hazard the rule avoids: a cut after whitespace changes the ids ("x  y" is "x", " ",
