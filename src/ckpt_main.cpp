@@ -428,8 +428,9 @@ int run_sample(const std::vector<std::string>& args) {
   if (tokenizer != "bytes" && tokenizer != "gpt2") throw InputError("--tokenizer " + tokenizer + ": bytes or gpt2");
   std::optional<Gpt2Tokenizer> gpt2;
   if (tokenizer == "gpt2") {  // GPT-2's files as mptrain-prep finds them
-    gpt2 = Gpt2Tokenizer::load(encoder.empty() ? gpt2_default_file("encoder.json") : encoder,
-                               merges.empty() ? gpt2_default_file("vocab.bpe") : merges);
+    if (encoder.empty()) encoder = gpt2_default_file("encoder.json");
+    if (merges.empty()) merges = gpt2_default_file("vocab.bpe");
+    gpt2 = Gpt2Tokenizer::load(encoder, merges);
     options.prompt_tokens = gpt2->encode(options.prompt);
     options.start_token = gpt2->vocab().end_of_text();
   }

@@ -240,8 +240,9 @@ int run_text(const Options& o) {
   int vocab = byte_vocab;
   int32_t eot = -1;
   if (o.tokenizer == "gpt2") {
-    gpt2 = mptrain::Gpt2Tokenizer::load(o.encoder.empty() ? mptrain::gpt2_default_file("encoder.json") : o.encoder,
-                                         o.merges.empty() ? mptrain::gpt2_default_file("vocab.bpe") : o.merges);
+    const std::string encoder = o.encoder.empty() ? mptrain::gpt2_default_file("encoder.json") : o.encoder;
+    const std::string merges = o.merges.empty() ? mptrain::gpt2_default_file("vocab.bpe") : o.merges;
+    gpt2 = mptrain::Gpt2Tokenizer::load(encoder, merges);
     vocab = gpt2->vocab().size();
     info = {"gpt2", gpt2->vocab().fingerprint()};
     eot = gpt2->vocab().end_of_text();

@@ -144,6 +144,8 @@ expect_error "encoder file 'nope.json': cannot read" --tokenizer=gpt2 --encoder=
   --merges="$gpt2/vocab.bpe" -o x.h5 c1.txt
 expect_error "merges file 'b.txt' line 1: expected two tokens" --tokenizer=gpt2 \
   --encoder="$gpt2/encoder.json" --merges=b.txt -o x.h5 c1.txt
+MPTRAIN_GPT2_DIR=$PWD expect_error "GPT-2's encoder.json is not at $PWD/encoder.json (\$MPTRAIN_GPT2_DIR)" \
+  --tokenizer=gpt2 -o x.h5 a.txt
 expect_error "--tokenizer=words: unknown tokenizer" --tokenizer=words -o x.h5 a.txt
 expect_error "--no-eot applies to --tokenizer=gpt2" --no-eot -o x.h5 a.txt
 expect_error "--encoder applies to --tokenizer=gpt2" --encoder=e.json -o x.h5 a.txt

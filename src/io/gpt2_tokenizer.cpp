@@ -104,7 +104,15 @@ pcre2_code* compile_pattern(const char* pattern) {
 
 std::string gpt2_default_file(const std::string& name) {
   const char* dir = std::getenv("MPTRAIN_GPT2_DIR");
-  return std::string(dir != nullptr && *dir != '\0' ? dir : MPTRAIN_PKGDATADIR "/gpt2") + "/" + name;
+  const bool from_env = dir != nullptr && *dir != '\0';
+  const std::string path = std::string(from_env ? dir : MPTRAIN_PKGDATADIR "/gpt2") + "/" + name;
+  std::ifstream probe(path);
+  if (!probe) {
+    throw InputError("GPT-2's " + name + " is not at " + path + (from_env ? " ($MPTRAIN_GPT2_DIR)" : "") +
+                     ": give --encoder and --merges, or set MPTRAIN_GPT2_DIR to a directory holding "
+                     "encoder.json and vocab.bpe (mptrain's source tree has them in input/gpt2)");
+  }
+  return path;
 }
 
 // ---------------------------------------------------------------- vocabulary

@@ -70,7 +70,8 @@ inline constexpr const char* gpt2_vocab_fingerprint = "fnv1a64:477131cd7ffe948a"
 
 // Where the GPT-2 file `name` ("encoder.json" or "vocab.bpe") is when no option names it:
 // $MPTRAIN_GPT2_DIR/name if that variable is set, else the copy installed with mptrain
-// (DATADIR/mptrain/gpt2/name, from the project's input/gpt2/).
+// (DATADIR/mptrain/gpt2/name, from the project's input/gpt2/). Throws InputError, saying
+// what to do, when the file is not there.
 std::string gpt2_default_file(const std::string& name);
 
 class Gpt2Encoder;
