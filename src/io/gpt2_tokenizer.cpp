@@ -373,7 +373,6 @@ class WordCache {
  public:
   static constexpr size_t max_word = 64;  // longer words are rare and seldom repeat
 
-  WordCache() : slots_(capacity) {}
   static uint64_t hash(std::string_view word) {
     uint64_t h = 0x9E3779B97F4A7C15ull ^ word.size();
     size_t i = 0;
@@ -390,6 +389,7 @@ class WordCache {
   }
   // Appends the cached ids of `word` to out and returns true, or returns false.
   bool lookup(std::string_view word, uint64_t h, std::vector<int32_t>& out) const {
+    if (slots_.empty()) return false;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
       const Slot& slot = slots_[i];
       if (slot.word_length == 0) return false;
@@ -401,6 +401,7 @@ class WordCache {
     }
   }
   void insert(std::string_view word, uint64_t h, std::span<const int32_t> ids) {
+    if (slots_.empty()) slots_.resize(capacity);  // on first use: short-lived encoders stay cheap
     if (used_ >= capacity / 2) {
       std::fill(slots_.begin(), slots_.end(), Slot{});
       words_.clear();
