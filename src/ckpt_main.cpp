@@ -396,7 +396,8 @@ std::string guess_tokenizer(const std::string& file) {
 // Text from the model in FILE: the prompt encoded and the tokens decoded with the tokenizer.
 int run_sample(const std::vector<std::string>& args) {
   const char* usage = "usage: mptrain-ckpt sample FILE [--tokens N] [--prompt TEXT] "
-                      "[--temperature T] [--seed S] [--tokenizer bytes|gpt2] [--encoder F] [--merges F]";
+                      "[--temperature T] [--seed S] [--tokenizer bytes|gpt2] [--encoder F] "
+                      "[--merges F]";
   SampleOptions options;
   std::string file, tokenizer, encoder, merges;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -425,7 +426,9 @@ int run_sample(const std::vector<std::string>& args) {
   if (options.tokens < 0 || !(options.temperature > 0))
     throw InputError("--tokens must be >= 0 and --temperature > 0");
   if (tokenizer.empty()) tokenizer = guess_tokenizer(file);
-  if (tokenizer != "bytes" && tokenizer != "gpt2") throw InputError("--tokenizer " + tokenizer + ": bytes or gpt2");
+  if (tokenizer != "bytes" && tokenizer != "gpt2") {
+    throw InputError("--tokenizer " + tokenizer + ": bytes or gpt2");
+  }
   std::optional<Gpt2Tokenizer> gpt2;
   if (tokenizer == "gpt2") {  // GPT-2's files as mptrain-prep finds them
     if (encoder.empty()) encoder = gpt2_default_file("encoder.json");
@@ -440,7 +443,9 @@ int run_sample(const std::vector<std::string>& args) {
     text += gpt2->vocab().decode(tokens);
   } else {
     for (int32_t t : tokens) {
-      if (t > 255) throw InputError("token " + std::to_string(t) + " is not a byte; name the --tokenizer");
+      if (t > 255) {
+        throw InputError("token " + std::to_string(t) + " is not a byte; name the --tokenizer");
+      }
       text.push_back(static_cast<char>(t));
     }
   }

@@ -91,7 +91,8 @@ TokenizerInfo read_tokenizer(const std::string& path, hid_t tokens) {
     if (h5::has_attr(tokens, dataset_format::tokenizer_vocab_attr))
       info.vocab = h5::read_string_attr(tokens, dataset_format::tokenizer_vocab_attr);
   } catch (const h5::Error& e) {
-    throw InputError(dataset_prefix(path) + "bad tokenizer attribute: " + e.reason() + " (expected a string)");
+    throw InputError(dataset_prefix(path) + "bad tokenizer attribute: " + e.reason() +
+                     " (expected a string)");
   }
   return info;
 }
@@ -105,7 +106,8 @@ bool check_external_storage(const std::string& path, hid_t tokens, hsize_t n, si
   const int count = h5::check(H5Pget_external_count(dcpl), "external files of /tokens");
   if (count == 0) return false;
   if (n > std::numeric_limits<hsize_t>::max() / element)
-    throw InputError(dataset_prefix(path) + "/tokens declares an impossible " + std::to_string(n) + " tokens");
+    throw InputError(dataset_prefix(path) + "/tokens declares an impossible " + std::to_string(n) +
+                     " tokens");
   hsize_t needed = n * element;  // bytes
   for (int i = 0; i < count && needed > 0; ++i) {
     char name[4096] = "";
@@ -119,17 +121,21 @@ bool check_external_storage(const std::string& path, hid_t tokens, hsize_t n, si
     std::error_code ec;
     const std::string where = dataset_prefix(path) + "/tokens is stored in '" + file.string() + "'";
     if (!std::filesystem::is_regular_file(file, ec))
-      throw InputError(where + ", which " + (std::filesystem::exists(file, ec) ? "is not a regular file" : "is missing"));
+      throw InputError(where + ", which " +
+                       (std::filesystem::exists(file, ec) ? "is not a regular file" : "is missing"));
     const uintmax_t bytes = std::filesystem::file_size(file, ec);
-    if (ec || offset < 0 || bytes < static_cast<uintmax_t>(offset) || bytes - static_cast<uintmax_t>(offset) < used)
-      throw InputError(where + ", which holds " + std::to_string(bytes) + " bytes; bytes [" + std::to_string(offset) +
-                       ", " + std::to_string(static_cast<uintmax_t>(offset) + used) +
+    if (ec || offset < 0 || bytes < static_cast<uintmax_t>(offset) ||
+        bytes - static_cast<uintmax_t>(offset) < used)
+      throw InputError(where + ", which holds " + std::to_string(bytes) + " bytes; bytes [" +
+                       std::to_string(offset) + ", " +
+                       std::to_string(static_cast<uintmax_t>(offset) + used) +
                        ") are needed (a truncated or replaced token file: import it again)");
     needed -= used;
   }
   if (needed > 0)
     throw InputError(dataset_prefix(path) + "/tokens declares " + std::to_string(n) +
-                     " tokens but its external files hold " + std::to_string(needed) + " bytes fewer");
+                     " tokens but its external files hold " + std::to_string(needed) +
+                     " bytes fewer");
   return true;
 }
 

@@ -41,8 +41,9 @@ std::vector<int32_t> generate_tokens(const std::string& checkpoint, const Sample
   if (context.empty()) context.push_back(options.start_token);
   for (int32_t t : context) {
     if (t < 0 || t >= deck.model.vocab_size)
-      throw InputError("prompt token " + std::to_string(t) + " is outside the vocabulary of the model in " +
-                       checkpoint + " (" + std::to_string(deck.model.vocab_size) + " tokens)");
+      throw InputError("prompt token " + std::to_string(t) +
+                       " is outside the vocabulary of the model in " + checkpoint + " (" +
+                       std::to_string(deck.model.vocab_size) + " tokens)");
   }
   std::vector<int32_t> out, window(T), targets(T, 0);
   const uint64_t stream = name_stream("sample");

@@ -3,7 +3,8 @@
 //
 //   mptrain-prep [--tokenizer=bytes|gpt2 [--encoder=F --merges=F] [--no-eot]] -o OUT.h5
 //                [--val-output VAL.h5 [--val-fraction 0.1]] TEXT...
-//   mptrain-prep --import=llmc|raw-u16 [--vocab-size=V] [--copy] -o OUT.h5 [--val-output ...] FILE...
+//   mptrain-prep --import=llmc|raw-u16 [--vocab-size=V] [--copy] -o OUT.h5 [--val-output ...]
+//   FILE...
 //
 // Tokenizers: bytes (the default; vocabulary 256: every byte of every file) or gpt2 (GPT-2's
 // byte-level BPE, io/gpt2_tokenizer.hpp; each file is one document, followed by
@@ -117,7 +118,8 @@ void check_combinations(const po::variables_map& vm, const Options& o) {
                        (importing ? ", not to --import" : ""));
     }
   }
-  if (!importing && vm.count("vocab-size")) throw InputError("--vocab-size applies to --import only");
+  if (!importing && vm.count("vocab-size"))
+    throw InputError("--vocab-size applies to --import only");
   if (!importing && o.copy) throw InputError("--copy applies to --import only");
   if (vm.count("threads") && o.threads < 0) throw InputError("--threads must be >= 0");
 }
@@ -131,7 +133,8 @@ void check_paths(const Options& o) {
   for (const std::string& input : o.inputs) {
     for (const std::string* out : {&o.output, &o.val_output}) {
       if (!out->empty() && (input == *out || std::filesystem::equivalent(input, *out, ec))) {
-        throw InputError("'" + input + "' is both an input and an output; writing would destroy it");
+        throw InputError("'" + input +
+                         "' is both an input and an output; writing would destroy it");
       }
     }
   }
@@ -180,10 +183,12 @@ bool parse_arguments(int argc, char** argv, Options& options) {
 // The number of validation tokens out of `total`; throws when the split leaves a side empty.
 uint64_t validation_tokens(const Options& o, uint64_t total) {
   if (o.val_output.empty()) return 0;
-  const auto n_val = static_cast<uint64_t>(std::llround(static_cast<double>(total) * o.val_fraction));
+  const auto n_val =
+      static_cast<uint64_t>(std::llround(static_cast<double>(total) * o.val_fraction));
   if (n_val == 0 || n_val >= total) {
-    throw InputError("--val-fraction " + format_number(o.val_fraction) + " of " + std::to_string(total) +
-                     " tokens leaves " + (n_val == 0 ? "no validation" : "no training") +
+    throw InputError("--val-fraction " + format_number(o.val_fraction) + " of " +
+                     std::to_string(total) + " tokens leaves " +
+                     (n_val == 0 ? "no validation" : "no training") +
                      " tokens; give more text or another fraction");
   }
   return n_val;
@@ -200,7 +205,8 @@ std::ifstream open_text(const std::string& path) {
 }
 
 // Appends every byte of `in` to `writer` as a token id in [0, 256); returns the byte count.
-uint64_t append_bytes(std::ifstream& in, const std::string& path, mptrain::TokenDatasetWriter& writer) {
+uint64_t append_bytes(std::ifstream& in, const std::string& path,
+                      mptrain::TokenDatasetWriter& writer) {
   std::vector<char> buffer(1 << 20);
   std::vector<int32_t> tokens;
   uint64_t total = 0;
@@ -225,12 +231,15 @@ struct Summary {
 };
 
 void print_summary(const Options& o, const Summary& s, const char* what) {
-  std::printf("mptrain-prep: %zu file%s, %llu %s -> %s: %llu train tokens", s.files, s.files == 1 ? "" : "s",
-              static_cast<unsigned long long>(s.bytes), what, o.output.c_str(),
-              static_cast<unsigned long long>(s.train));
-  if (s.val > 0) std::printf(", %s: %llu val tokens", o.val_output.c_str(), static_cast<unsigned long long>(s.val));
+  std::printf("mptrain-prep: %zu file%s, %llu %s -> %s: %llu train tokens", s.files,
+              s.files == 1 ? "" : "s", static_cast<unsigned long long>(s.bytes), what,
+              o.output.c_str(), static_cast<unsigned long long>(s.train));
+  if (s.val > 0)
+    std::printf(", %s: %llu val tokens", o.val_output.c_str(),
+                static_cast<unsigned long long>(s.val));
   std::printf(" (tokenizer %s, vocab_size %d", s.tokenizer.c_str(), s.vocab_size);
-  if (s.seconds > 0) std::printf("; %.1f s, %.1f MB/s", s.seconds, static_cast<double>(s.bytes) / s.seconds / 1e6);
+  if (s.seconds > 0)
+    std::printf("; %.1f s, %.1f MB/s", s.seconds, static_cast<double>(s.bytes) / s.seconds / 1e6);
   std::printf(")\n");
 }
 
@@ -240,14 +249,17 @@ int run_text(const Options& o) {
   int vocab = byte_vocab;
   int32_t eot = -1;
   if (o.tokenizer == "gpt2") {
-    const std::string encoder = o.encoder.empty() ? mptrain::gpt2_default_file("encoder.json") : o.encoder;
-    const std::string merges = o.merges.empty() ? mptrain::gpt2_default_file("vocab.bpe") : o.merges;
+    const std::string encoder =
+        o.encoder.empty() ? mptrain::gpt2_default_file("encoder.json") : o.encoder;
+    const std::string merges =
+        o.merges.empty() ? mptrain::gpt2_default_file("vocab.bpe") : o.merges;
     gpt2 = mptrain::Gpt2Tokenizer::load(encoder, merges);
     vocab = gpt2->vocab().size();
     info = {"gpt2", gpt2->vocab().fingerprint()};
     eot = gpt2->vocab().end_of_text();
     if (eot < 0 && !o.no_eot) {
-      throw InputError("the encoder has no <|endoftext|> token to end each file with; give --no-eot");
+      throw InputError(
+          "the encoder has no <|endoftext|> token to end each file with; give --no-eot");
     }
   }
   mptrain::TokenDatasetWriter writer(o.output, vocab, info);
@@ -261,11 +273,13 @@ int run_text(const Options& o) {
       s.bytes += append_bytes(in, path, writer);
       continue;
     }
-    s.bytes += stream->encode(in, path, [&writer](std::span<const int32_t> ids) { writer.append(ids); });
+    s.bytes +=
+        stream->encode(in, path, [&writer](std::span<const int32_t> ids) { writer.append(ids); });
     if (!o.no_eot) writer.append(std::span<const int32_t>(&eot, 1));
   }
   if (s.bytes == 0) throw InputError("the input files hold no bytes at all; nothing to write");
-  if (gpt2) s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (gpt2)
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   s.val = validation_tokens(o, writer.size());
   if (s.val > 0) writer.split_tail(o.val_output, s.val);
   s.train = writer.size();
@@ -278,14 +292,18 @@ int run_import(const Options& o) {
   const mptrain::TokenFileFormat format = mptrain::parse_token_file_format(o.import_format);
   int vocab = o.vocab_size;
   if (vocab == 0) {
-    if (format != mptrain::TokenFileFormat::llmc) throw InputError("--import=raw-u16 needs --vocab-size=V");
+    if (format != mptrain::TokenFileFormat::llmc)
+      throw InputError("--import=raw-u16 needs --vocab-size=V");
     vocab = mptrain::llmc_vocab_size;
   }
   if (vocab < 1 || vocab > 65536) {
-    throw InputError("--vocab-size " + std::to_string(vocab) + ": uint16 tokens need a size in [1, 65536]");
+    throw InputError("--vocab-size " + std::to_string(vocab) +
+                     ": uint16 tokens need a size in [1, 65536]");
   }
   mptrain::TokenizerInfo info;  // "unknown" unless said or known
-  const std::string name = !o.tokenizer.empty() ? o.tokenizer : format == mptrain::TokenFileFormat::llmc ? "gpt2" : "";
+  const std::string name = !o.tokenizer.empty()                       ? o.tokenizer
+                           : format == mptrain::TokenFileFormat::llmc ? "gpt2"
+                                                                      : "";
   if (name == "gpt2") info = {"gpt2", mptrain::gpt2_vocab_fingerprint};
   if (name == "bytes") info = {"bytes", ""};
 
@@ -301,7 +319,8 @@ int run_import(const Options& o) {
   auto write = [&](const std::string& path, const std::vector<mptrain::TokenSegment>& part) {
     if (!o.copy) return mptrain::write_external_token_dataset(path, part, vocab, info);
     mptrain::TokenDatasetWriter writer(path, vocab, info);
-    mptrain::read_segments(part, [&writer](std::span<const int32_t> tokens) { writer.append(tokens); });
+    mptrain::read_segments(part,
+                           [&writer](std::span<const int32_t> tokens) { writer.append(tokens); });
     writer.finish();
   };
   write(o.output, train);

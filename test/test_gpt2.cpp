@@ -106,7 +106,7 @@ BOOST_AUTO_TEST_CASE(shipped_vocabulary) {
   BOOST_TEST(tokenizer().merges() == 50000);
   BOOST_TEST(vocab.end_of_text() == 50256);
   BOOST_TEST(vocab.bytes(50256) == "<|endoftext|>");
-  BOOST_TEST(vocab.byte_token('!') == 0);   // GPT-2's first token
+  BOOST_TEST(vocab.byte_token('!') == 0);    // GPT-2's first token
   BOOST_TEST(vocab.byte_token(' ') == 220);  // "Ġ"
   BOOST_TEST(vocab.bytes(198) == "\n");
   BOOST_TEST(vocab.fingerprint() == gpt2_vocab_fingerprint);
@@ -143,7 +143,8 @@ BOOST_AUTO_TEST_CASE(stream_equals_whole_for_any_piece_size) {
     for (size_t piece : {1, 2, 3, 7, 61, 4096, 1 << 20}) {
       for (int threads : {1, 3}) {
         BOOST_TEST_CONTEXT("piece " << piece << " bytes, " << threads << " threads") {
-          BOOST_TEST(stream_encode(text, piece, threads) == whole, boost::test_tools::per_element());
+          BOOST_TEST(stream_encode(text, piece, threads) == whole,
+                     boost::test_tools::per_element());
         }
       }
     }
@@ -230,8 +231,8 @@ BOOST_AUTO_TEST_CASE(invalid_utf8_names_the_stream_and_offset) {
 
 BOOST_AUTO_TEST_CASE(utf8_check_boundaries) {
   // The first and last code point of each sequence length are valid...
-  for (const char* ok : {"\x7f", "\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xed\x9f\xbf", "\xee\x80\x80",
-                         "\xef\xbf\xbf", "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf"}) {
+  for (const char* ok : {"\x7f", "\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xed\x9f\xbf",
+                         "\xee\x80\x80", "\xef\xbf\xbf", "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf"}) {
     BOOST_TEST(utf8::check(ok).ok(std::string_view(ok).size()), "valid: " << ok);
   }
   // ...a sequence cut short is incomplete (more bytes could finish it), not wrong...
@@ -246,13 +247,15 @@ BOOST_AUTO_TEST_CASE(utf8_check_boundaries) {
 
 BOOST_AUTO_TEST_CASE(bad_tokenizer_files_are_refused) {
   const char* workdir = std::getenv("TEST_WORKDIR");
-  const fs::path dir = fs::path(workdir != nullptr ? workdir : fs::temp_directory_path().string()) / "gpt2-bad";
+  const fs::path dir =
+      fs::path(workdir != nullptr ? workdir : fs::temp_directory_path().string()) / "gpt2-bad";
   fs::create_directories(dir);
   auto write = [&](const std::string& name, const std::string& text) {
     std::ofstream(dir / name, std::ios::binary) << text;
     return (dir / name).string();
   };
-  const std::string encoder = source("input/gpt2/encoder.json"), merges = source("input/gpt2/vocab.bpe");
+  const std::string encoder = source("input/gpt2/encoder.json"),
+                    merges = source("input/gpt2/vocab.bpe");
   struct Bad {
     std::string encoder_text, merges_text, fragment;
   };
@@ -284,6 +287,7 @@ BOOST_AUTO_TEST_CASE(bad_tokenizer_files_are_refused) {
     BOOST_TEST(contains(message, path), message);
     BOOST_TEST(contains(message, fragment), message << " (expected '" << fragment << "')");
   }
-  BOOST_TEST(contains(input_error([&] { Gpt2Tokenizer::load((dir / "missing.json").string(), merges); }),
-                      "cannot read"));
+  BOOST_TEST(
+      contains(input_error([&] { Gpt2Tokenizer::load((dir / "missing.json").string(), merges); }),
+               "cannot read"));
 }

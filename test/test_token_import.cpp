@@ -28,7 +28,8 @@ namespace {
 
 fs::path work_dir() {
   const char* workdir = std::getenv("TEST_WORKDIR");
-  fs::path dir = fs::path(workdir != nullptr ? workdir : fs::temp_directory_path().string()) / "import";
+  fs::path dir =
+      fs::path(workdir != nullptr ? workdir : fs::temp_directory_path().string()) / "import";
   fs::create_directories(dir);
   return dir;
 }
@@ -40,8 +41,8 @@ void put_le(std::string& out, uint64_t value, int bytes) {
 }
 
 // An llm.c shard: header (magic, version, count; the rest zero) and uint16 tokens.
-std::string llmc_bytes(const std::vector<int32_t>& tokens, int32_t magic = llmc_magic, int32_t version = 1,
-                       int64_t count = -1) {
+std::string llmc_bytes(const std::vector<int32_t>& tokens, int32_t magic = llmc_magic,
+                       int32_t version = 1, int64_t count = -1) {
   std::string out;
   put_le(out, static_cast<uint32_t>(magic), 4);
   put_le(out, static_cast<uint32_t>(version), 4);
@@ -64,7 +65,8 @@ std::string write(const std::string& name, const std::string& bytes) {
 
 std::vector<int32_t> ramp(size_t n, int32_t start, int32_t modulus) {
   std::vector<int32_t> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>((start + static_cast<int64_t>(i) * 7919) % modulus);
+  for (size_t i = 0; i < n; ++i)
+    out[i] = static_cast<int32_t>((start + static_cast<int64_t>(i) * 7919) % modulus);
   return out;
 }
 
@@ -86,7 +88,8 @@ void expect_error(const std::function<void()>& run, const std::vector<std::strin
   const std::string message = input_error(run);
   BOOST_TEST_CONTEXT("message '" << message << "'") {
     BOOST_TEST(!message.empty());
-    for (const std::string& f : fragments) BOOST_TEST(message.find(f) != std::string::npos, "lacks '" << f << "'");
+    for (const std::string& f : fragments)
+      BOOST_TEST(message.find(f) != std::string::npos, "lacks '" << f << "'");
   }
 }
 
@@ -101,11 +104,13 @@ int external_files(const std::string& path) {
 
 BOOST_AUTO_TEST_CASE(llmc_shards_become_one_external_dataset) {
   const std::vector<int32_t> a = ramp(3000, 1, 50257), b = ramp(1234, 5, 50257);
-  const std::string shard_a = write("a.bin", llmc_bytes(a)), shard_b = write("b.bin", llmc_bytes(b));
+  const std::string shard_a = write("a.bin", llmc_bytes(a)),
+                    shard_b = write("b.bin", llmc_bytes(b));
   const TokenSegment sa = inspect_token_file(shard_a, TokenFileFormat::llmc, llmc_vocab_size);
   BOOST_TEST(sa.offset == llmc_header_bytes);
   BOOST_TEST(sa.count == a.size());
-  const std::vector<TokenSegment> segments{sa, inspect_token_file(shard_b, TokenFileFormat::llmc, 50257)};
+  const std::vector<TokenSegment> segments{
+      sa, inspect_token_file(shard_b, TokenFileFormat::llmc, 50257)};
   const std::string out = file("llmc.h5");
   write_external_token_dataset(out, segments, 50257, {"gpt2", "fnv1a64:0123"});
   std::vector<int32_t> both = a;
@@ -136,8 +141,10 @@ BOOST_AUTO_TEST_CASE(segments_split_anywhere) {
   for (uint64_t at : {0, 1, 9, 10, 11, 16, 17}) {
     const auto [head, tail] = split_segments(segments, at);
     std::vector<int32_t> first, second;
-    read_segments(head, [&](std::span<const int32_t> t) { first.insert(first.end(), t.begin(), t.end()); });
-    read_segments(tail, [&](std::span<const int32_t> t) { second.insert(second.end(), t.begin(), t.end()); });
+    read_segments(
+        head, [&](std::span<const int32_t> t) { first.insert(first.end(), t.begin(), t.end()); });
+    read_segments(
+        tail, [&](std::span<const int32_t> t) { second.insert(second.end(), t.begin(), t.end()); });
     BOOST_TEST(first == std::vector<int32_t>(all.begin(), all.begin() + static_cast<long>(at)));
     BOOST_TEST(second == std::vector<int32_t>(all.begin() + static_cast<long>(at), all.end()));
     if (at > 0 && at < all.size()) {
@@ -151,13 +158,15 @@ BOOST_AUTO_TEST_CASE(segments_split_anywhere) {
 
 BOOST_AUTO_TEST_CASE(malformed_token_files_are_refused) {
   const std::vector<int32_t> ok = ramp(100, 0, 50257);
-  auto refuse = [](const std::string& path, TokenFileFormat format, int vocab, std::vector<std::string> fragments) {
+  auto refuse = [](const std::string& path, TokenFileFormat format, int vocab,
+                   std::vector<std::string> fragments) {
     fragments.push_back(path);
     expect_error([&] { inspect_token_file(path, format, vocab); }, fragments);
   };
   refuse(write("magic.bin", llmc_bytes(ok, 20240521)), TokenFileFormat::llmc, 50257,
          {"magic number 20240521, not 20240520"});
-  refuse(write("model.bin", llmc_bytes(ok, 20240326)), TokenFileFormat::llmc, 50257, {"llm.c model file"});
+  refuse(write("model.bin", llmc_bytes(ok, 20240326)), TokenFileFormat::llmc, 50257,
+         {"llm.c model file"});
   refuse(write("version.bin", llmc_bytes(ok, llmc_magic, 2)), TokenFileFormat::llmc, 50257,
          {"version 2", "only version 1"});
   std::string truncated = llmc_bytes(ok);
@@ -166,33 +175,40 @@ BOOST_AUTO_TEST_CASE(malformed_token_files_are_refused) {
          {"header says 100 tokens", "198 bytes after the header (99 tokens)"});
   refuse(write("count.bin", llmc_bytes(ok, llmc_magic, 1, 101)), TokenFileFormat::llmc, 50257,
          {"header says 101 tokens"});
-  refuse(write("negative.bin", llmc_bytes(ok, llmc_magic, 1, 0xFFFFFFFF)), TokenFileFormat::llmc, 50257,
-         {"header says -1 tokens"});
+  refuse(write("negative.bin", llmc_bytes(ok, llmc_magic, 1, 0xFFFFFFFF)), TokenFileFormat::llmc,
+         50257, {"header says -1 tokens"});
   refuse(write("short.bin", std::string(100, '\0')), TokenFileFormat::llmc, 50257,
          {"holds 100 bytes, fewer than llm.c's 1024-byte header"});
   std::vector<int32_t> big = ok;
   big[5] = 50257;
   refuse(write("big.bin", llmc_bytes(big)), TokenFileFormat::llmc, 50257,
          {"token 50257 at index 5 (byte offset 1034)", "vocabulary size 50257"});
-  refuse(write("odd.u16", raw_bytes(ok) + "x"), TokenFileFormat::raw_u16, 50257, {"odd number of bytes (201)"});
-  refuse(write("raw.u16", raw_bytes(ok)), TokenFileFormat::raw_u16, 1000, {"not below the vocabulary size 1000"});
+  refuse(write("odd.u16", raw_bytes(ok) + "x"), TokenFileFormat::raw_u16, 50257,
+         {"odd number of bytes (201)"});
+  refuse(write("raw.u16", raw_bytes(ok)), TokenFileFormat::raw_u16, 1000,
+         {"not below the vocabulary size 1000"});
   refuse(work_dir().string(), TokenFileFormat::raw_u16, 50257, {"is a directory"});
   refuse(file("missing.bin"), TokenFileFormat::llmc, 50257, {"cannot read"});
-  BOOST_TEST(input_error([] { parse_token_file_format("npy"); }).find("unknown format") != std::string::npos);
+  BOOST_TEST(input_error([] { parse_token_file_format("npy"); }).find("unknown format") !=
+             std::string::npos);
   // An empty raw file is well formed (no tokens); a dataset of no tokens is not.
   const std::string empty = write("empty.u16", "");
   const TokenSegment none = inspect_token_file(empty, TokenFileFormat::raw_u16, 10);
   BOOST_TEST(none.count == 0u);
-  expect_error([&] { write_external_token_dataset(file("none.h5"), std::vector<TokenSegment>{none}, 10, {}); },
-               {"no tokens"});
+  expect_error(
+      [&] {
+        write_external_token_dataset(file("none.h5"), std::vector<TokenSegment>{none}, 10, {});
+      },
+      {"no tokens"});
 }
 
 BOOST_AUTO_TEST_CASE(token_files_changed_after_import_are_refused) {
   const std::vector<int32_t> tokens = ramp(500, 0, 50257);
   const std::string shard = write("later.bin", llmc_bytes(tokens));
   const std::string out = file("later.h5");
-  write_external_token_dataset(out, std::vector<TokenSegment>{inspect_token_file(shard, TokenFileFormat::llmc, 50257)},
-                               50257, {});
+  write_external_token_dataset(
+      out, std::vector<TokenSegment>{inspect_token_file(shard, TokenFileFormat::llmc, 50257)},
+      50257, {});
   BOOST_TEST(load(out) == tokens);
   // A token beyond the vocabulary: the reader's range check.
   std::string altered = llmc_bytes(tokens);
@@ -204,7 +220,8 @@ BOOST_AUTO_TEST_CASE(token_files_changed_after_import_are_refused) {
   std::string shorter = llmc_bytes(tokens);
   shorter.resize(shorter.size() - 10);
   write("later.bin", shorter);
-  expect_error([&] { load(out); }, {out, "later.bin", "holds 2014 bytes", "[1024, 2024) are needed"});
+  expect_error([&] { load(out); },
+               {out, "later.bin", "holds 2014 bytes", "[1024, 2024) are needed"});
   fs::remove(shard);
   expect_error([&] { load(out); }, {out, "later.bin", "is missing"});
 }
@@ -221,7 +238,8 @@ BOOST_AUTO_TEST_CASE(relative_external_names_resolve_next_to_the_dataset) {
     h5::check(H5Pset_external(dcpl, "rel.u16", 0, 2 * tokens.size()), "external");
     const hsize_t n = tokens.size();
     h5::Dataspace space(h5::check(H5Screate_simple(1, &n, nullptr), "space"));
-    h5::Dataset ds(h5::check(H5Dcreate2(f, "/tokens", H5T_STD_U16LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), "ds"));
+    h5::Dataset ds(h5::check(
+        H5Dcreate2(f, "/tokens", H5T_STD_U16LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), "ds"));
     h5::write_int_attr(ds, "vocab_size", 300);
   }
   const fs::path cwd = fs::current_path();
@@ -251,8 +269,10 @@ BOOST_AUTO_TEST_CASE(streaming_writer_matches_one_write_and_splits_anywhere) {
       BOOST_TEST(writer.size() == tokens.size() - tail);
       writer.finish();
       const size_t head = tokens.size() - tail;
-      BOOST_TEST((load(file("stream.h5")) == std::vector<int32_t>(tokens.begin(), tokens.begin() + static_cast<long>(head))));
-      BOOST_TEST((load(file("tail.h5")) == std::vector<int32_t>(tokens.begin() + static_cast<long>(head), tokens.end())));
+      BOOST_TEST((load(file("stream.h5")) ==
+                  std::vector<int32_t>(tokens.begin(), tokens.begin() + static_cast<long>(head))));
+      BOOST_TEST((load(file("tail.h5")) ==
+                  std::vector<int32_t>(tokens.begin() + static_cast<long>(head), tokens.end())));
       BOOST_TEST(TokenDataset::load(Comm::self(), file("tail.h5")).tokenizer().name == "bytes");
     }
   }
@@ -267,7 +287,11 @@ BOOST_AUTO_TEST_CASE(unfinished_writer_leaves_no_file) {
     TokenDatasetWriter writer(path, 256, {});
     writer.append(ramp(10, 0, 256));
     BOOST_TEST(fs::exists(path));
-    expect_error([&] { writer.append(std::vector<int32_t>{1, 2, 256}); }, {path, "token 256 at index 12"});
+    expect_error(
+        [&] {
+          writer.append(std::vector<int32_t>{1, 2, 256});
+        },
+        {path, "token 256 at index 12"});
   }
   BOOST_TEST(!fs::exists(path));
 }

@@ -13,7 +13,7 @@ struct SampleOptions {
   std::string prompt;       // bytes fed before sampling ("" = start from start_token)
   // The prompt as token ids (e.g. GPT-2 BPE); when empty, the bytes of `prompt` are the ids.
   std::vector<int32_t> prompt_tokens;
-  int32_t start_token = '\n';  // the context when there is no prompt (GPT-2: <|endoftext|>)
+  int32_t start_token = '\n'; // the context without a prompt (GPT-2: <|endoftext|>)
   int tokens = 200;         // how many tokens to generate
   double temperature = 0.8; // > 0; lower is more conservative
   uint64_t seed = 1;

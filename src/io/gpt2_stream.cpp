@@ -61,9 +61,10 @@ uint64_t Gpt2StreamEncoder::encode(std::istream& in, const std::string& name, co
     const utf8::Check check = utf8::check(std::string_view(text).substr(checked));
     checked += check.valid;
     if (checked < text.size() && (at_end || !check.incomplete_tail)) {
-      throw InputError("'" + name + "': invalid UTF-8 at byte offset " + std::to_string(base + checked) +
-                       ": " + utf8::describe_error(text, checked) +
-                       " (the GPT-2 tokenizer reads UTF-8 text; convert the file, e.g. with iconv)");
+      throw InputError(
+          "'" + name + "': invalid UTF-8 at byte offset " + std::to_string(base + checked) + ": " +
+          utf8::describe_error(text, checked) +
+          " (the GPT-2 tokenizer reads UTF-8 text; convert the file, e.g. with iconv)");
     }
     if (at_end && text.empty()) break;
 
@@ -78,7 +79,8 @@ uint64_t Gpt2StreamEncoder::encode(std::istream& in, const std::string& name, co
         break;
       }
       size_t cut = tokenizer_.safe_cut(valid, start, start + piece);
-      if (cut == 0 && pieces.empty()) cut = tokenizer_.safe_cut(valid, start, checked);  // a longer piece
+      if (cut == 0 && pieces.empty())
+        cut = tokenizer_.safe_cut(valid, start, checked);  // a longer piece
       if (cut == 0) break;
       pieces.push_back({start, cut});
       start = cut;
@@ -92,7 +94,7 @@ uint64_t Gpt2StreamEncoder::encode(std::istream& in, const std::string& name, co
     }
 
     std::exception_ptr failure;
-#pragma omp parallel for num_threads(static_cast<int>(threads)) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(static_cast <int>(threads)) schedule(dynamic, 1)
     for (size_t k = 0; k < pieces.size(); ++k) {
       try {
         ids[k].clear();

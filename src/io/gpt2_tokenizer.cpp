@@ -22,14 +22,18 @@ namespace mptrain {
 namespace {
 
 // The pre-tokenizer. \s is written out as Unicode's White_Space property, which is what
-// tiktoken's engine (Rust regex: \s = \p{White_Space}) and Python's regex module use; PCRE2's
-// own \s differs (it adds U+180E). The three classes are complementary (whitespace, letters
-// and numbers, the rest), so every character is matched and no text is ever skipped.
-#define MPT_WS "\\t-\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}" \
-               "\\x{202f}\\x{205f}\\x{3000}"
+// tiktoken's engine uses (Rust regex: \s = \p{White_Space}); PCRE2's own \s would add U+180E
+// (and JavaScript's, in gpt-3-encoder, adds U+FEFF and lacks U+0085). The three classes are
+// complementary (whitespace, letters and numbers, the rest), so every character is matched
+// and no text is ever skipped.
+#define MPT_WS                                                                 \
+  "\\t-\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}" \
+  "\\x{202f}\\x{205f}\\x{3000}"
 constexpr const char* pretokenizer_pattern =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" MPT_WS "\\p{L}\\p{N}]+"
-    "|[" MPT_WS "]+(?![^" MPT_WS "])|[" MPT_WS "]+";
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+"
+    "| ?[^" MPT_WS "\\p{L}\\p{N}]+"
+    "|[" MPT_WS "]+(?![^" MPT_WS "])"
+    "|[" MPT_WS "]+";
 // One character's class for safe_cut(): group 1 letter, 2 number, 3 whitespace, else other.
 constexpr const char* class_pattern = "(\\p{L})|(\\p{N})|([" MPT_WS "])";
 #undef MPT_WS
@@ -40,7 +44,9 @@ enum class CharClass { letter, number, space, other };
 // bytes stand for themselves, the other 68 bytes, in order, for U+0100, U+0101, ...
 std::vector<int> byte_alphabet() {
   std::vector<int> code_point(256, -1);
-  auto printable = [](int b) { return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE; };
+  auto printable = [](int b) {
+    return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+  };
   int next = 256;
   for (int b = 0; b < 256; ++b) code_point[b] = printable(b) ? b : next++;
   return code_point;
@@ -73,7 +79,8 @@ bool alphabet_to_bytes(std::string_view text, const std::vector<int>& inverse, s
 
 std::string read_file(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(std::string(what) + " '" + path + "': cannot read: " + std::strerror(errno));
+  if (!in)
+    throw InputError(std::string(what) + " '" + path + "': cannot read: " + std::strerror(errno));
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) throw InputError(std::string(what) + " '" + path + "': read error");
@@ -89,10 +96,11 @@ std::string pcre2_message(int code) {
 pcre2_code* compile_pattern(const char* pattern) {
   int error = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
-                                   PCRE2_UTF | PCRE2_UCP | PCRE2_ANCHORED, &error, &offset, nullptr);
-  MPT_CHECK(code != nullptr, "PCRE2 refuses the GPT-2 pattern at offset " +
-                                 std::to_string(offset) + ": " + pcre2_message(error));
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_ANCHORED, &error, &offset, nullptr);
+  MPT_CHECK(code != nullptr, "PCRE2 refuses the GPT-2 pattern at offset " + std::to_string(offset) +
+                                 ": " + pcre2_message(error));
   return code;
 }
 
@@ -108,9 +116,10 @@ std::string gpt2_default_file(const std::string& name) {
   const std::string path = std::string(from_env ? dir : MPTRAIN_PKGDATADIR "/gpt2") + "/" + name;
   std::ifstream probe(path);
   if (!probe) {
-    throw InputError("GPT-2's " + name + " is not at " + path + (from_env ? " ($MPTRAIN_GPT2_DIR)" : "") +
-                     ": give --encoder and --merges, or set MPTRAIN_GPT2_DIR to a directory holding "
-                     "encoder.json and vocab.bpe (mptrain's source tree has them in input/gpt2)");
+    throw InputError(
+        "GPT-2's " + name + " is not at " + path + (from_env ? " ($MPTRAIN_GPT2_DIR)" : "") +
+        ": give --encoder and --merges, or set MPTRAIN_GPT2_DIR to a directory holding "
+        "encoder.json and vocab.bpe (mptrain's source tree has them in input/gpt2)");
   }
   return path;
 }
@@ -136,13 +145,16 @@ Gpt2Vocab Gpt2Vocab::load(const std::string& path) {
   for (const auto& [key, value] : json.items()) {
     if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
         value.get<int64_t>() >= static_cast<int64_t>(json.size())) {
-      throw InputError(where + "token \"" + key + "\" has id " + value.dump() + "; ids must be the integers 0.." +
-                       std::to_string(json.size() - 1) + ", each once");
+      throw InputError(where + "token \"" + key + "\" has id " + value.dump() +
+                       "; ids must be the integers 0.." + std::to_string(json.size() - 1) +
+                       ", each once");
     }
     const auto id = value.get<int32_t>();
-    if (seen[static_cast<size_t>(id)]) throw InputError(where + "id " + std::to_string(id) + " is given to two tokens");
+    if (seen[static_cast<size_t>(id)])
+      throw InputError(where + "id " + std::to_string(id) + " is given to two tokens");
     if (!alphabet_to_bytes(key, inverse, bytes)) {
-      throw InputError(where + "token \"" + key + "\" has a character outside GPT-2's byte alphabet");
+      throw InputError(where + "token \"" + key +
+                       "\" has a character outside GPT-2's byte alphabet");
     }
     if (!vocab.ids_.emplace(bytes, id).second) {
       throw InputError(where + "token \"" + key + "\" stands for the same bytes as another token");
@@ -168,8 +180,8 @@ std::string Gpt2Vocab::decode(std::span<const int32_t> ids) const {
   std::string text;
   for (int32_t id : ids) {
     if (id < 0 || id >= size()) {
-      throw InputError("cannot decode token " + std::to_string(id) + ": the vocabulary has ids 0.." +
-                       std::to_string(size() - 1));
+      throw InputError("cannot decode token " + std::to_string(id) +
+                       ": the vocabulary has ids 0.." + std::to_string(size() - 1));
     }
     text += tokens_[static_cast<size_t>(id)];
   }
@@ -213,9 +225,12 @@ struct Gpt2Tokenizer::Impl {
     pcre2_code_free(classes);
   }
   static uint64_t key(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
+           static_cast<uint32_t>(right);
   }
-  size_t slot(uint64_t pair) const { return static_cast<size_t>((pair * 0x9E3779B97F4A7C15ull) >> shift); }
+  size_t slot(uint64_t pair) const {
+    return static_cast<size_t>((pair * 0x9E3779B97F4A7C15ull) >> shift);
+  }
   const Merge* find(int32_t left, int32_t right) const {
     const uint64_t pair = key(left, right);
     for (size_t i = slot(pair);; i = (i + 1) & mask) {
@@ -266,7 +281,8 @@ void Gpt2Tokenizer::Impl::load_merges(const std::string& path) {
     const size_t space = line.find(' ');
     if (space == 0 || space == std::string_view::npos || space + 1 == line.size() ||
         line.find(' ', space + 1) != std::string_view::npos) {
-      throw InputError(at + "expected two tokens separated by one space, got \"" + std::string(line) + "\"");
+      throw InputError(at + "expected two tokens separated by one space, got \"" +
+                       std::string(line) + "\"");
     }
     if (!alphabet_to_bytes(line.substr(0, space), inverse, left) ||
         !alphabet_to_bytes(line.substr(space + 1), inverse, right)) {
@@ -274,16 +290,20 @@ void Gpt2Tokenizer::Impl::load_merges(const std::string& path) {
     }
     const int32_t l = vocab.find(left), r = vocab.find(right), m = vocab.find(left + right);
     if (l < 0 || r < 0 || m < 0) {
-      throw InputError(at + "\"" + std::string(line) + "\": " + (l < 0 || r < 0 ? "a part" : "the merged token") +
-                       " is not in the encoder's vocabulary (encoder.json and vocab.bpe must belong together)");
+      throw InputError(
+          at + "\"" + std::string(line) +
+          "\": " + (l < 0 || r < 0 ? "a part" : "the merged token") +
+          " is not in the encoder's vocabulary (encoder.json and vocab.bpe must belong together)");
     }
-    if (!insert(l, r, n_merges, m)) throw InputError(at + "the merge \"" + std::string(line) + "\" is listed twice");
+    if (!insert(l, r, n_merges, m))
+      throw InputError(at + "the merge \"" + std::string(line) + "\" is listed twice");
     ++n_merges;
   }
   if (n_merges == 0) throw InputError(where + ": no merges");
 }
 
-CharClass Gpt2Tokenizer::Impl::char_class(std::string_view text, size_t at, pcre2_match_data* match) const {
+CharClass Gpt2Tokenizer::Impl::char_class(std::string_view text, size_t at,
+                                          pcre2_match_data* match) const {
   const int rc = pcre2_match(classes, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), at,
                              PCRE2_NO_UTF_CHECK, match, nullptr);
   if (rc < 0) return CharClass::other;
@@ -298,7 +318,8 @@ Gpt2Tokenizer::Gpt2Tokenizer(Gpt2Tokenizer&&) noexcept = default;
 Gpt2Tokenizer& Gpt2Tokenizer::operator=(Gpt2Tokenizer&&) noexcept = default;
 Gpt2Tokenizer::~Gpt2Tokenizer() = default;
 
-Gpt2Tokenizer Gpt2Tokenizer::load(const std::string& encoder_json_path, const std::string& merges_path) {
+Gpt2Tokenizer Gpt2Tokenizer::load(const std::string& encoder_json_path,
+                                  const std::string& merges_path) {
   Gpt2Tokenizer tokenizer;
   Impl& impl = *tokenizer.impl_;
   impl.vocab = Gpt2Vocab::load(encoder_json_path);
@@ -422,7 +443,7 @@ class WordCache {
   static constexpr size_t mask = capacity - 1;
   struct Slot {
     uint64_t hash = 0;
-    uint32_t word = 0, ids = 0;       // offsets into words_ and ids_
+    uint32_t word = 0, ids = 0;              // offsets into words_ and ids_
     uint16_t word_length = 0, id_count = 0;  // word_length 0: empty slot
   };
   std::vector<Slot> slots_;
@@ -475,7 +496,8 @@ void Gpt2Encoder::State::merge_word(std::string_view word, std::vector<int32_t>&
   prev.resize(word.size());
   next.resize(word.size());
   for (int32_t i = 0; i < n; ++i) {
-    symbol[static_cast<size_t>(i)] = impl.vocab.byte_token(static_cast<unsigned char>(word[static_cast<size_t>(i)]));
+    symbol[static_cast<size_t>(i)] =
+        impl.vocab.byte_token(static_cast<unsigned char>(word[static_cast<size_t>(i)]));
     prev[static_cast<size_t>(i)] = i - 1;
     next[static_cast<size_t>(i)] = i + 1 < n ? i + 1 : -1;
   }
@@ -512,7 +534,8 @@ void Gpt2Encoder::State::merge_word(std::string_view word, std::vector<int32_t>&
       push(t, next[i]);
     }
   }
-  for (int32_t i = 0; i >= 0; i = next[static_cast<size_t>(i)]) out.push_back(symbol[static_cast<size_t>(i)]);
+  for (int32_t i = 0; i >= 0; i = next[static_cast<size_t>(i)])
+    out.push_back(symbol[static_cast<size_t>(i)]);
 }
 
 void Gpt2Encoder::State::encode_word(std::string_view word, std::vector<int32_t>& out) {
@@ -543,7 +566,8 @@ void Gpt2Encoder::encode(std::string_view text, std::vector<int32_t>& out) {
   size_t position = 0;
   while (position < text.size()) {
     // Anchored at `position` (the pattern is compiled anchored): every character starts a match.
-    const int rc = s.impl.jit ? pcre2_jit_match(s.impl.pattern, subject, text.size(), position, 0, s.match, nullptr)
+    const int rc = s.impl.jit ? pcre2_jit_match(s.impl.pattern, subject, text.size(), position, 0,
+                                                s.match, nullptr)
                               : pcre2_match(s.impl.pattern, subject, text.size(), position,
                                             PCRE2_NO_UTF_CHECK, s.match, nullptr);
     MPT_CHECK(rc > 0 && ov[0] == position && ov[1] > position,

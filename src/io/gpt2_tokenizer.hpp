@@ -5,7 +5,10 @@
 //     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 // (PCRE2 with JIT, \s spelled out as Unicode's White_Space set, as tiktoken's regex engine reads
 // it); then each piece's bytes are merged pairwise, lowest merge rank first, as vocab.bpe
-// lists them. Decoding concatenates the tokens' bytes. The files are OpenAI's `encoder.json`
+// lists them. (Letters and numbers are as PCRE2's Unicode tables say: Unicode 14 in PCRE2
+// 10.42. A character assigned in a later Unicode version could be classed differently by
+// another encoder's tables; none of test/gpt2/'s probes of such characters showed a
+// difference.) Decoding concatenates the tokens' bytes. The files are OpenAI's `encoder.json`
 // (token -> id, keys in GPT-2's printable byte alphabet) and `vocab.bpe` (the merges in rank
 // order); the project ships them in input/gpt2/.
 //
@@ -96,9 +99,10 @@ class Gpt2Tokenizer {
   std::vector<int32_t> encode(std::string_view text) const;
 
   // The largest position p with begin < p <= limit (and p < text.size(), since the cut must
-  // see the byte after it; the scan goes back from limit) at which `text` may be cut: pre-tokenizing text[0, p) and text[p,
-  // end) separately gives the same pieces as pre-tokenizing the whole. 0 when there is none.
-  // text[begin, limit] must be valid UTF-8 or end inside a character only after limit.
+  // see the byte after it; the scan goes back from limit) at which `text` may be cut:
+  // pre-tokenizing text[0, p) and text[p, end) separately gives the same pieces as pre-tokenizing
+  // the whole. 0 when there is none. text[begin, limit] must be valid UTF-8 or end inside a
+  // character only after limit.
   //
   // A cut is safe when the character before it is not whitespace and no alternative of the
   // pattern can match across it: between two characters of different classes among letter,

@@ -28,7 +28,8 @@ std::ifstream open_token_file(const std::string& path, uint64_t& size) {
 }
 
 int32_t little_int32(const unsigned char* p) {
-  return static_cast<int32_t>(uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24);
+  return static_cast<int32_t>(uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 |
+                              uint32_t{p[3]} << 24);
 }
 
 // Reads `count` uint16 tokens from `in` (positioned at the first) in blocks, calling
@@ -61,20 +62,23 @@ TokenSegment read_llmc_header(std::ifstream& in, const std::string& path, uint64
   unsigned char header[12];
   in.read(reinterpret_cast<char*>(header), sizeof header);
   if (in.gcount() != sizeof header) throw InputError(where(path) + "read error in the header");
-  const int32_t magic = little_int32(header), version = little_int32(header + 4), count = little_int32(header + 8);
+  const int32_t magic = little_int32(header), version = little_int32(header + 4),
+                count = little_int32(header + 8);
   if (magic != llmc_magic) {
-    throw InputError(where(path) + "magic number " + std::to_string(magic) + ", not " + std::to_string(llmc_magic) +
-                     ": not an llm.c token shard" +
+    throw InputError(where(path) + "magic number " + std::to_string(magic) + ", not " +
+                     std::to_string(llmc_magic) + ": not an llm.c token shard" +
                      (magic == 20240326 ? " (20240326 marks an llm.c model file)" : ""));
   }
   if (version != llmc_version) {
-    throw InputError(where(path) + "llm.c shard version " + std::to_string(version) + "; only version " +
-                     std::to_string(llmc_version) + " (GPT-2 tokens as uint16) can be imported");
+    throw InputError(where(path) + "llm.c shard version " + std::to_string(version) +
+                     "; only version " + std::to_string(llmc_version) +
+                     " (GPT-2 tokens as uint16) can be imported");
   }
   const uint64_t body = size - llmc_header_bytes;
   if (count < 0 || body != 2 * static_cast<uint64_t>(count)) {
-    throw InputError(where(path) + "the header says " + std::to_string(count) + " tokens, but the file holds " +
-                     std::to_string(body) + " bytes after the header" +
+    throw InputError(where(path) + "the header says " + std::to_string(count) +
+                     " tokens, but the file holds " + std::to_string(body) +
+                     " bytes after the header" +
                      (body % 2 ? "" : " (" + std::to_string(body / 2) + " tokens)") +
                      ": truncated or not an llm.c shard");
   }
@@ -87,7 +91,8 @@ TokenSegment read_llmc_header(std::ifstream& in, const std::string& path, uint64
 TokenFileFormat parse_token_file_format(const std::string& name) {
   if (name == "llmc") return TokenFileFormat::llmc;
   if (name == "raw-u16") return TokenFileFormat::raw_u16;
-  throw InputError("--import=" + name + ": unknown format (llmc: llm.c token shards; raw-u16: bare " +
+  throw InputError("--import=" + name +
+                   ": unknown format (llmc: llm.c token shards; raw-u16: bare " +
                    "little-endian uint16 tokens, as nanoGPT writes them)");
 }
 
@@ -105,13 +110,14 @@ TokenSegment inspect_token_file(const std::string& path, TokenFileFormat format,
     segment.count = size / 2;
   }
   read_tokens(in, path, segment.count, [&](std::span<const int32_t> tokens, uint64_t first) {
-    auto bad = std::find_if(tokens.begin(), tokens.end(), [vocab_size](int32_t t) { return t >= vocab_size; });
+    auto bad = std::find_if(tokens.begin(), tokens.end(),
+                            [vocab_size](int32_t t) { return t >= vocab_size; });
     if (bad != tokens.end()) {
       const uint64_t index = first + static_cast<uint64_t>(bad - tokens.begin());
-      throw InputError(where(path) + "token " + std::to_string(*bad) + " at index " + std::to_string(index) +
-                       " (byte offset " + std::to_string(segment.offset + 2 * index) +
-                       ") is not below the vocabulary size " + std::to_string(vocab_size) +
-                       " (--vocab-size)");
+      throw InputError(
+          where(path) + "token " + std::to_string(*bad) + " at index " + std::to_string(index) +
+          " (byte offset " + std::to_string(segment.offset + 2 * index) +
+          ") is not below the vocabulary size " + std::to_string(vocab_size) + " (--vocab-size)");
     }
   });
   return segment;
@@ -142,7 +148,8 @@ void read_segments(std::span<const TokenSegment> segments,
     uint64_t size = 0;
     std::ifstream in = open_token_file(s.file, size);
     in.seekg(static_cast<std::streamoff>(s.offset));
-    read_tokens(in, s.file, s.count, [&](std::span<const int32_t> tokens, uint64_t) { sink(tokens); });
+    read_tokens(in, s.file, s.count,
+                [&](std::span<const int32_t> tokens, uint64_t) { sink(tokens); });
   }
 }
 

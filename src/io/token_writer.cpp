@@ -23,12 +23,14 @@ std::string prefix(const std::string& path) { return "token dataset '" + path + 
 void write_attributes(hid_t dataset, int vocab_size, const TokenizerInfo& tokenizer) {
   h5::write_int_attr(dataset, fmt::vocab_attr, vocab_size);
   h5::write_string_attr(dataset, fmt::tokenizer_attr, tokenizer.name);
-  if (!tokenizer.vocab.empty()) h5::write_string_attr(dataset, fmt::tokenizer_vocab_attr, tokenizer.vocab);
+  if (!tokenizer.vocab.empty())
+    h5::write_string_attr(dataset, fmt::tokenizer_vocab_attr, tokenizer.vocab);
 }
 
 void check_vocab(const std::string& path, int vocab_size) {
   if (vocab_size < 1) {
-    throw InputError(prefix(path) + "cannot write vocab_size " + std::to_string(vocab_size) + " (must be >= 1)");
+    throw InputError(prefix(path) + "cannot write vocab_size " + std::to_string(vocab_size) +
+                     " (must be >= 1)");
   }
 }
 
@@ -56,8 +58,9 @@ void TokenDatasetWriter::Impl::create_dataset(hsize_t chunk) {
   h5::check(H5Pset_chunk(dcpl, 1, &chunk), "set chunk size");
   h5::check(H5Pset_fletcher32(dcpl), "add the Fletcher32 filter");
   const hid_t stored = vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE;
-  dataset = h5::Dataset(h5::check(
-      H5Dcreate2(file, fmt::tokens_path, stored, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), "create /tokens"));
+  dataset = h5::Dataset(
+      h5::check(H5Dcreate2(file, fmt::tokens_path, stored, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
+                "create /tokens"));
 }
 
 void TokenDatasetWriter::Impl::write_buffer() {
@@ -65,20 +68,25 @@ void TokenDatasetWriter::Impl::write_buffer() {
   const hsize_t start = written, count = buffer.size(), total = written + buffer.size();
   h5::check(H5Dset_extent(dataset, &total), "extend /tokens");
   h5::Dataspace file_space(h5::check(H5Dget_space(dataset), "dataspace of /tokens"));
-  h5::check(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, nullptr, &count, nullptr), "select");
+  h5::check(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, nullptr, &count, nullptr),
+            "select");
   h5::Dataspace memory(h5::check(H5Screate_simple(1, &count, nullptr), "memory dataspace"));
-  h5::check(H5Dwrite(dataset, H5T_NATIVE_INT32, memory, file_space, H5P_DEFAULT, buffer.data()), "write /tokens");
+  h5::check(H5Dwrite(dataset, H5T_NATIVE_INT32, memory, file_space, H5P_DEFAULT, buffer.data()),
+            "write /tokens");
   written = total;
   buffer.clear();
 }
 
-void TokenDatasetWriter::Impl::read(uint64_t begin, uint64_t count, std::vector<int32_t>& out) const {
+void TokenDatasetWriter::Impl::read(uint64_t begin, uint64_t count,
+                                    std::vector<int32_t>& out) const {
   out.resize(count);
   const hsize_t start = begin, n = count;
   h5::Dataspace file_space(h5::check(H5Dget_space(dataset), "dataspace of /tokens"));
-  h5::check(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, nullptr, &n, nullptr), "select");
+  h5::check(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, nullptr, &n, nullptr),
+            "select");
   h5::Dataspace memory(h5::check(H5Screate_simple(1, &n, nullptr), "memory dataspace"));
-  h5::check(H5Dread(dataset, H5T_NATIVE_INT32, memory, file_space, H5P_DEFAULT, out.data()), "read /tokens back");
+  h5::check(H5Dread(dataset, H5T_NATIVE_INT32, memory, file_space, H5P_DEFAULT, out.data()),
+            "read /tokens back");
 }
 
 TokenDatasetWriter::TokenDatasetWriter(std::string path, int vocab_size, TokenizerInfo tokenizer)
@@ -109,7 +117,8 @@ uint64_t TokenDatasetWriter::size() const { return impl_->written + impl_->buffe
 void TokenDatasetWriter::append(std::span<const int32_t> tokens) {
   Impl& w = *impl_;
   const int vocab = w.vocab_size;
-  auto bad = std::find_if(tokens.begin(), tokens.end(), [vocab](int32_t t) { return t < 0 || t >= vocab; });
+  auto bad = std::find_if(tokens.begin(), tokens.end(),
+                          [vocab](int32_t t) { return t < 0 || t >= vocab; });
   if (bad != tokens.end()) {
     throw InputError(prefix(w.path) + "cannot write token " + std::to_string(*bad) + " at index " +
                      std::to_string(size() + static_cast<uint64_t>(bad - tokens.begin())) +
@@ -119,7 +128,8 @@ void TokenDatasetWriter::append(std::span<const int32_t> tokens) {
     while (!tokens.empty()) {
       const size_t room = fmt::chunk_tokens - w.buffer.size();
       const size_t take = std::min(room, tokens.size());
-      w.buffer.insert(w.buffer.end(), tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(take));
+      w.buffer.insert(w.buffer.end(), tokens.begin(),
+                      tokens.begin() + static_cast<std::ptrdiff_t>(take));
       tokens = tokens.subspan(take);
       if (w.buffer.size() == fmt::chunk_tokens) {
         if (!w.dataset.valid()) w.create_dataset(fmt::chunk_tokens);
@@ -133,7 +143,8 @@ void TokenDatasetWriter::append(std::span<const int32_t> tokens) {
 
 void TokenDatasetWriter::split_tail(const std::string& other_path, uint64_t count) {
   Impl& w = *impl_;
-  MPT_CHECK(count <= size(), "split_tail of " + std::to_string(count) + " tokens from " + std::to_string(size()));
+  MPT_CHECK(count <= size(),
+            "split_tail of " + std::to_string(count) + " tokens from " + std::to_string(size()));
   TokenDatasetWriter other(other_path, w.vocab_size, w.tokenizer);
   if (count <= w.buffer.size()) {
     const auto keep = static_cast<std::ptrdiff_t>(w.buffer.size() - count);
@@ -163,7 +174,8 @@ void TokenDatasetWriter::split_tail(const std::string& other_path, uint64_t coun
 void TokenDatasetWriter::finish() {
   Impl& w = *impl_;
   try {
-    if (!w.dataset.valid()) w.create_dataset(std::clamp<hsize_t>(w.buffer.size(), 1, fmt::chunk_tokens));
+    if (!w.dataset.valid())
+      w.create_dataset(std::clamp<hsize_t>(w.buffer.size(), 1, fmt::chunk_tokens));
     w.write_buffer();
     write_attributes(w.dataset, w.vocab_size, w.tokenizer);
     w.dataset.close("close /tokens");
@@ -190,7 +202,8 @@ void write_external_token_dataset(const std::string& path, std::span<const Token
   }
   hsize_t total = 0;
   for (const TokenSegment& s : segments) total += s.count;
-  if (total == 0) throw InputError(prefix(path) + "the token files hold no tokens; nothing to write");
+  if (total == 0)
+    throw InputError(prefix(path) + "the token files hold no tokens; nothing to write");
   try {
     h5::File file = h5::create_file(path);
     {

@@ -17,10 +17,14 @@ bool is_continuation(unsigned char b) { return (b & 0xC0) == 0x80; }
 void second_byte_range(unsigned char lead, unsigned char& lo, unsigned char& hi) {
   lo = 0x80;
   hi = 0xBF;
-  if (lead == 0xE0) lo = 0xA0;
-  else if (lead == 0xED) hi = 0x9F;
-  else if (lead == 0xF0) lo = 0x90;
-  else if (lead == 0xF4) hi = 0x8F;
+  if (lead == 0xE0)
+    lo = 0xA0;
+  else if (lead == 0xED)
+    hi = 0x9F;
+  else if (lead == 0xF0)
+    lo = 0x90;
+  else if (lead == 0xF4)
+    hi = 0x8F;
 }
 
 enum class Verdict { valid, invalid, incomplete };
@@ -112,7 +116,7 @@ std::string describe_error(std::string_view text, size_t offset) {
   unsigned char lo, hi;
   second_byte_range(p[0], lo, hi);
   if (avail > 1 && is_continuation(p[1]) && (p[1] < lo || p[1] > hi)) {
-    const char* why = p[0] == 0xED ? "a UTF-16 surrogate (U+D800..U+DFFF)"
+    const char* why = p[0] == 0xED   ? "a UTF-16 surrogate (U+D800..U+DFFF)"
                       : p[0] == 0xF4 ? "a code point above U+10FFFF"
                                      : "an overlong encoding";
     return "sequence " + hex_bytes(text, offset, length) + " is " + why;
