@@ -6,9 +6,11 @@
 // reads all the tokens, since any rank may need any span. Every check below sees the same file
 // on every rank and so fails identically everywhere, which is why problems are InputErrors.
 //
-// Writing (mptrain-prep) is serial and uses the plain POSIX driver. Tokens are stored as
-// uint16 when the vocabulary allows it (half the bytes of int32), chunked, with the Fletcher32
-// checksum filter so a damaged file is refused on read rather than trained on.
+// Writing (mptrain-prep, io/token_writer.cpp) is serial and uses the plain POSIX driver. Tokens
+// are stored as uint16 when the vocabulary allows it (half the bytes of int32), chunked, with
+// the Fletcher32 checksum filter so a damaged file is refused on read rather than trained on;
+// or, imported from token files made elsewhere, left in those files (HDF5 external storage),
+// which this reader checks are all there before reading.
 #include "mptrain/data.hpp"
 
 #include <algorithm>
@@ -16,17 +18,15 @@
 #include <limits>
 
 #include "h5util.hpp"
+#include "io/dataset_format.hpp"
 #include "mptrain/error.hpp"
 #include "mptrain/init.hpp"
 
 namespace mptrain {
 namespace {
 
-constexpr const char* tokens_path = "/tokens";
-constexpr const char* vocab_attr = "vocab_size";
-// 1 Mi tokens per chunk: large enough for fast sequential reads, small enough that a checksum
-// failure points at a small region.
-constexpr hsize_t chunk_tokens = hsize_t{1} << 20;
+using dataset_format::tokens_path;
+using dataset_format::vocab_attr;
 
 std::string dataset_prefix(const std::string& path) { return "token dataset '" + path + "': "; }
 
@@ -82,6 +82,63 @@ const char* type_class_name(H5T_class_t cls) {
   }
 }
 
+// The tokenizer attributes; files from other tools have none ("unknown").
+TokenizerInfo read_tokenizer(const std::string& path, hid_t tokens) {
+  TokenizerInfo info;
+  try {
+    if (h5::has_attr(tokens, dataset_format::tokenizer_attr))
+      info.name = h5::read_string_attr(tokens, dataset_format::tokenizer_attr);
+    if (h5::has_attr(tokens, dataset_format::tokenizer_vocab_attr))
+      info.vocab = h5::read_string_attr(tokens, dataset_format::tokenizer_vocab_attr);
+  } catch (const h5::Error& e) {
+    throw InputError(dataset_prefix(path) + "bad tokenizer attribute: " + e.reason() +
+                     " (expected a string)");
+  }
+  return info;
+}
+
+// For /tokens kept in external files (imported token files): each file must still hold its
+// segment, and together they must hold all n tokens, since HDF5 reads zeros past the end of a
+// short file. Relative names are relative to the dataset file's directory, as the reader's
+// access list says (${ORIGIN}). Returns false when /tokens is stored in the HDF5 file itself.
+bool check_external_storage(const std::string& path, hid_t tokens, hsize_t n, size_t element) {
+  h5::PropList dcpl(h5::check(H5Dget_create_plist(tokens), "creation properties of /tokens"));
+  const int count = h5::check(H5Pget_external_count(dcpl), "external files of /tokens");
+  if (count == 0) return false;
+  if (n > std::numeric_limits<hsize_t>::max() / element)
+    throw InputError(dataset_prefix(path) + "/tokens declares an impossible " + std::to_string(n) +
+                     " tokens");
+  hsize_t needed = n * element;  // bytes
+  for (int i = 0; i < count && needed > 0; ++i) {
+    char name[4096] = "";
+    off_t offset = 0;
+    hsize_t size = 0;
+    h5::check(H5Pget_external(dcpl, static_cast<unsigned>(i), sizeof name, name, &offset, &size),
+              "external file of /tokens");
+    std::filesystem::path file(name);
+    if (file.is_relative()) file = std::filesystem::path(path).parent_path() / file;
+    const hsize_t used = std::min(size, needed);
+    std::error_code ec;
+    const std::string where = dataset_prefix(path) + "/tokens is stored in '" + file.string() + "'";
+    if (!std::filesystem::is_regular_file(file, ec))
+      throw InputError(where + ", which " +
+                       (std::filesystem::exists(file, ec) ? "is not a regular file" : "is missing"));
+    const uintmax_t bytes = std::filesystem::file_size(file, ec);
+    if (ec || offset < 0 || bytes < static_cast<uintmax_t>(offset) ||
+        bytes - static_cast<uintmax_t>(offset) < used)
+      throw InputError(where + ", which holds " + std::to_string(bytes) + " bytes; bytes [" +
+                       std::to_string(offset) + ", " +
+                       std::to_string(static_cast<uintmax_t>(offset) + used) +
+                       ") are needed (a truncated or replaced token file: import it again)");
+    needed -= used;
+  }
+  if (needed > 0)
+    throw InputError(dataset_prefix(path) + "/tokens declares " + std::to_string(n) +
+                     " tokens but its external files hold " + std::to_string(needed) +
+                     " bytes fewer");
+  return true;
+}
+
 }  // namespace
 
 TokenDataset TokenDataset::from_tokens(std::string name, int vocab_size,
@@ -129,11 +186,16 @@ TokenDataset TokenDataset::load(const Comm& comm, const std::string& path) {
       throw InputError(dataset_prefix(path) +
                        "no /tokens dataset (expected a 1-D integer dataset /tokens)");
     }
-    h5::Object object(h5::check(H5Oopen(file, tokens_path, H5P_DEFAULT), "open /tokens"));
-    if (H5Iget_type(object) != H5I_DATASET) {
-      throw InputError(dataset_prefix(path) + "/tokens is a group, not a dataset");
+    {
+      h5::Object object(h5::check(H5Oopen(file, tokens_path, H5P_DEFAULT), "open /tokens"));
+      if (H5Iget_type(object) != H5I_DATASET) {
+        throw InputError(dataset_prefix(path) + "/tokens is a group, not a dataset");
+      }
     }
-    h5::Dataset tokens(object.release());
+    // External token files named relatively are found next to the dataset file.
+    h5::PropList dapl(h5::check(H5Pcreate(H5P_DATASET_ACCESS), "dataset access list"));
+    h5::check(H5Pset_efile_prefix(dapl, "${ORIGIN}"), "set the external file prefix");
+    h5::Dataset tokens(h5::check(H5Dopen2(file, tokens_path, dapl), "open /tokens"));
 
     h5::Datatype type(h5::check(H5Dget_type(tokens), "type of /tokens"));
     H5T_class_t cls = H5Tget_class(type);
@@ -156,11 +218,13 @@ TokenDataset TokenDataset::load(const Comm& comm, const std::string& path) {
     if (n == 0) throw InputError(dataset_prefix(path) + "/tokens is empty");
 
     out.vocab_size_ = read_vocab_size(path, file, tokens);
+    out.tokenizer_ = read_tokenizer(path, tokens);
 
     // A damaged or hostile file can declare any extent: refuse sizes it does not store
     // before allocating for them (mptrain-prep's files are uncompressed).
-    const hsize_t stored = H5Dget_storage_size(tokens);
     const size_t element = H5Tget_size(type);
+    const bool external = element > 0 && check_external_storage(path, tokens, n, element);
+    const hsize_t stored = external ? n * element : H5Dget_storage_size(tokens);
     if (element == 0 || stored / element < n)
       throw InputError(dataset_prefix(path) + "/tokens declares " + std::to_string(n) +
                        " tokens but stores only " + std::to_string(stored) + " bytes of " +
@@ -183,45 +247,6 @@ TokenDataset TokenDataset::load(const Comm& comm, const std::string& path) {
                      " is outside [0, vocab_size = " + std::to_string(out.vocab_size_) + ")");
   }
   return out;
-}
-
-void write_token_dataset(const std::string& path, std::span<const int32_t> tokens, int vocab_size) {
-  if (vocab_size < 1) {
-    throw InputError(dataset_prefix(path) + "cannot write vocab_size " +
-                     std::to_string(vocab_size) + " (must be >= 1)");
-  }
-  auto bad = std::find_if(tokens.begin(), tokens.end(),
-                          [&](int32_t t) { return t < 0 || t >= vocab_size; });
-  if (bad != tokens.end()) {
-    throw InputError(dataset_prefix(path) + "cannot write token " + std::to_string(*bad) +
-                     " at index " + std::to_string(bad - tokens.begin()) +
-                     ": outside [0, vocab_size = " + std::to_string(vocab_size) + ")");
-  }
-  try {
-    h5::File file = h5::create_file(path);  // serial sec2 driver
-    {
-      const hsize_t n = tokens.size();
-      // Unlimited so the (valid, if useless) empty dataset can still be chunked.
-      const hsize_t max_dims = H5S_UNLIMITED;
-      h5::Dataspace space(h5::check(H5Screate_simple(1, &n, &max_dims), "dataspace"));
-      h5::PropList dcpl(h5::check(H5Pcreate(H5P_DATASET_CREATE), "dataset creation list"));
-      const hsize_t chunk = std::clamp<hsize_t>(n, 1, chunk_tokens);
-      h5::check(H5Pset_chunk(dcpl, 1, &chunk), "set chunk size");
-      h5::check(H5Pset_fletcher32(dcpl), "add the Fletcher32 filter");
-      hid_t stored = vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_I32LE;
-      h5::Dataset dataset(
-          h5::check(H5Dcreate2(file, tokens_path, stored, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
-                    "create /tokens"));
-      if (n > 0) {
-        h5::check(H5Dwrite(dataset, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, tokens.data()),
-                  "write /tokens");
-      }
-      h5::write_int_attr(dataset, vocab_attr, vocab_size);
-    }
-    file.close("close " + path);  // reports a failed final flush (e.g. a full disk)
-  } catch (const h5::Error& e) {
-    throw InputError(dataset_prefix(path) + e.what());
-  }
 }
 
 SequentialSampler::SequentialSampler(size_t n_tokens, long global_batch, int seq_len)

@@ -8,6 +8,7 @@
 
 #include "mptrain/checkpoint.hpp"
 #include "mptrain/deck.hpp"
+#include "mptrain/error.hpp"
 #include "mptrain/grid.hpp"
 #include "mptrain/init.hpp"
 #include "mptrain/model.hpp"
@@ -33,9 +34,17 @@ std::vector<int32_t> generate_tokens(const std::string& checkpoint, const Sample
   backend->to_device(ps.params().data(), host.data(), host.size());
 
   const int T = deck.model.seq_len;
-  std::vector<int32_t> context(options.prompt.begin(), options.prompt.end());
-  for (auto& t : context) t = static_cast<unsigned char>(t);
-  if (context.empty()) context.push_back('\n');
+  std::vector<int32_t> context = options.prompt_tokens;
+  if (context.empty()) {
+    for (char c : options.prompt) context.push_back(static_cast<unsigned char>(c));
+  }
+  if (context.empty()) context.push_back(options.start_token);
+  for (int32_t t : context) {
+    if (t < 0 || t >= deck.model.vocab_size)
+      throw InputError("prompt token " + std::to_string(t) +
+                       " is outside the vocabulary of the model in " + checkpoint + " (" +
+                       std::to_string(deck.model.vocab_size) + " tokens)");
+  }
   std::vector<int32_t> out, window(T), targets(T, 0);
   const uint64_t stream = name_stream("sample");
   for (int i = 0; i < options.tokens; ++i) {
