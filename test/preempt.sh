@@ -63,7 +63,8 @@ fi
 OUT=sig2.out run_mptrain 4 "$deck" $lay --log.metrics=sig.csv --checkpoint.dir=ck_sig
 rc=$?
 [ $rc -eq 0 ] && grep -q "^restarted from ck_sig/step_00000005.h5" sig2.out &&
-  pass "restart after the signal resumes from step 5 and exits 0" || fail "restart exits $rc"
+  pass "restart after the signal resumes from step 5 and exits 0" ||
+  fail "restart after the signal: exit $rc, $(grep -c '^restarted from ck_sig/step_00000005.h5' sig2.out) resume(s) from step 5"
 losses_identical ref.csv sig.csv "signal + restart vs uninterrupted"
 ckpt_identical ck_ref/$final ck_sig/$final "signal + restart vs uninterrupted"
 
