@@ -119,6 +119,25 @@ void report_preemption(const Run& run, bool local) {
                 run.step, int(exit_preempted), (long long)reached, run.grid.world().size(), lowest);
 }
 
+// Not collective; before each step: the test hooks of the boundary (only of one this run
+// reached by training a step), then the launcher check (an orphaned rank must not go on).
+void at_step_boundary(const Run& run, bool trained) {
+  const int rank = run.grid.world().rank();
+  if (trained && TestHooks::fires(run.hooks.signal, run.step, rank)) std::raise(SIGUSR1);
+  if (trained && TestHooks::fires(run.hooks.pause, run.step, rank)) pause_for_signal(run.step, rank);
+  exit_if_launcher_gone();
+}
+
+// Collective over the world: when any rank got a preemption signal, reports it, checkpoints
+// this step (unless just saved) and returns true.
+bool stop_on_signal(Run& run) {
+  const bool signalled = preemption_signal != 0;
+  if (!preemption_requested(run.grid, signalled)) return false;  // collective over the world
+  report_preemption(run, signalled);                              // collective over the world
+  if (run.last_saved_step != run.step) run.save_checkpoint();    // collective
+  return true;
+}
+
 void print_summary(Run& run, const CommCounters& measured, long steps_run, double seconds) {
   const CommCounters analytic = analytic_traffic(run);
   // Every rank compares its own traffic with its own analytic count; rank 0 reports.
@@ -261,18 +280,9 @@ int train(const Deck& deck, Comm world, const TestHooks& hooks) {
   // ends the process at once (nothing to save yet, and nothing may hang on it).
   install_preemption_handlers();
   while (run.step < d.train.steps) {
-    if (steps_run > 0) {  // the test hooks of the boundary after step run.step
-      if (TestHooks::fires(run.hooks.signal, run.step, rank)) std::raise(SIGUSR1);
-      if (TestHooks::fires(run.hooks.pause, run.step, rank)) pause_for_signal(run.step, rank);
-    }
-    exit_if_launcher_gone();  // an orphaned rank must not train or write on
+    at_step_boundary(run, steps_run > 0);
     const CommCounters before = run.grid.counters();
-    const bool signalled = preemption_signal != 0;
-    if (preemption_requested(run.grid, signalled)) {  // collective over the world
-      report_preemption(run, signalled);             // collective over the world
-      if (run.last_saved_step != run.step) run.save_checkpoint();  // collective
-      return exit_preempted;
-    }
+    if (stop_on_signal(run)) return exit_preempted;  // collective over the world
     const Stopwatch step_clock;
     double loss = run.schedule->train_batch(run.train_data, *run.sampler, *run.optimizer);
     if (TestHooks::fires(run.hooks.nan, run.step + 1, rank)) run.optimizer->inject_nonfinite_gradient();
