@@ -74,7 +74,8 @@ losses_within() {
 }
 
 # losses_identical A.csv B.csv LABEL: the same steps, every loss finite, the loss columns
-# byte for byte the same (%.9g: every bit of the float32 value).
+# byte for byte the same (as printed: %.9g; pair it with ckpt_identical, which compares the
+# trained state bit for bit).
 losses_identical() {
   local d; d=$(compare_losses "$1" "$2")
   case $d in
