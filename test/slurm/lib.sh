@@ -7,7 +7,9 @@
 #                          never silently skips these tests
 #   slurm_start OFFSET     start the cluster on port MPTRAIN_SLURM_PORT (default 16817) + OFFSET
 #                          (each test its own offset, 3 ports apart at least, so tests may run
-#                          at once); exports SLURM_CONF, MPTRAIN and the Open MPI settings
+#                          at once), or, where another cluster (another build's test run on
+#                          this machine) holds one of its 3 ports, 100, 200, ... 900 above;
+#                          exports SLURM_CONF, MPTRAIN and the Open MPI settings
 #   job_field JOB FIELD    one field of "scontrol show job" (JobState, ExitCode, Restarts, StdOut)
 #   wait_job JOB SECONDS STATE...   wait until the job is in one of the states
 #   wait_for SECONDS DESCRIPTION COMMAND...   wait until COMMAND succeeds
@@ -66,7 +68,12 @@ slurm_start() {
   for var in $(compgen -e | grep -E '^(SLURM|SBATCH|SRUN|SALLOC)_' | grep -v '^SLURM_TEST_'); do
     unset "$var"
   done
-  export SLURM_TEST_PORT=$((${MPTRAIN_SLURM_PORT:-16817} + offset))
+  local port=$((${MPTRAIN_SLURM_PORT:-16817} + offset)) above
+  for above in 0 100 200 300 400 500 600 700 800 900; do
+    cl_port_in_use $((port + above)) || cl_port_in_use $((port + above + 1)) ||
+      cl_port_in_use $((port + above + 2)) || break
+  done
+  export SLURM_TEST_PORT=$((port + above))
   slurm_dir=$TEST_WORKDIR/slurm
   if [ ${#slurm_dir} -gt 64 ]; then
     # Unix socket paths are short (108 bytes): a deep build tree gets a directory in /tmp.
