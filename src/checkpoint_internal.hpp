@@ -31,7 +31,7 @@ void agree(const Comm& comm, const std::string& error);
 
 // Collective: write_checkpoint_file, returning the bytes of tensor data written (the same on
 // every rank). With `kill_midway`, rank 0 raises SIGKILL after half of the tensors (the
-// MPTRAIN_TEST_KILL_IN_SAVE hook of CheckpointDir::save).
+// kill-in-save test hook of CheckpointDir::save).
 uint64_t write_checkpoint(const Comm& comm, const std::string& path, const CheckpointMeta& meta,
                           const CheckpointTensors& tensors, bool kill_midway);
 

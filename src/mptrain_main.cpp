@@ -11,22 +11,33 @@
 #include "mptrain/comm.hpp"
 #include "mptrain/deck.hpp"
 #include "mptrain/error.hpp"
+#include "mptrain/test_hooks.hpp"
 #include "mptrain/trainer.hpp"
+#include "mptrain/watchdog.hpp"
 
 namespace {
 void usage(std::FILE* out) {
   std::fprintf(out,
-               "usage: mptrain DECK [--section.key=value ...]\n"
+               "usage: mptrain DECK [--section.key=value ...] [--test-hook=SPEC ...]\n"
                "  Trains the model the deck describes; every deck key can be overridden on the\n"
                "  command line, e.g. --train.steps=10 --parallel.tp=2.\n"
                "  Exit codes: 0 done, 1 internal error, 2 bad input, 3 preempted (checkpoint\n"
-               "  written), 4 numerical failure.\n");
+               "  written), 4 numerical failure.\n"
+               "  --test-hook=SPEC (for tests; repeatable) acts at a chosen step, on the rank R\n"
+               "  given (default: every rank), so that tests need no timing:\n"
+               "    signal:S[:R]    after step S, R raises SIGUSR1 on itself (preemption)\n"
+               "    pause:S[:R]     after step S, R writes its PID to ./mptrain-paused.R and\n"
+               "                    waits for SIGUSR1 or SIGTERM, which then stops the run\n"
+               "    nan:S[:R]       a NaN in R's gradient of step S\n"
+               "    kill-in-save:S  rank 0 dies (SIGKILL) half way through the step-S save\n");
 }
 }  // namespace
 
 int main(int argc, char** argv) {
+  const bool under_launcher = mptrain::started_by_launcher();  // before MPI_Init
   mptrain::MpiSession mpi(&argc, &argv);
   const int rank = mptrain::Comm::world().rank();
+  if (under_launcher) mptrain::start_launcher_watchdog(rank);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) {
     if (rank == 0) usage(stdout);
@@ -36,9 +47,22 @@ int main(int argc, char** argv) {
   try {
     if (args.empty() || args[0].rfind("--", 0) == 0)
       throw mptrain::InputError("no deck file given (usage: mptrain DECK [--section.key=value ...])");
-    const std::vector<std::string> overrides(args.begin() + 1, args.end());
+    std::vector<std::string> overrides;
+    mptrain::TestHooks hooks;
+    for (size_t i = 1; i < args.size(); ++i) {
+      if (args[i].rfind("--test-hook=", 0) == 0) {
+        hooks.add(args[i].substr(12));
+      } else if (args[i] == "--test-hook") {
+        if (i + 1 == args.size())
+          throw mptrain::InputError(std::string("--test-hook needs a value: ") +
+                                    mptrain::test_hook_usage);
+        hooks.add(args[++i]);
+      } else {
+        overrides.push_back(args[i]);
+      }
+    }
     const mptrain::Deck deck = mptrain::read_deck(args[0], overrides);
-    code = mptrain::train(deck, mptrain::Comm::world());  // collective
+    code = mptrain::train(deck, mptrain::Comm::world(), hooks);  // collective
   } catch (const mptrain::CheckpointWriteError& e) {
     // Every rank got this error (the save agrees on failures). HDF5 may still hold the broken
     // file and crash when MPI_Finalize makes it close it, so end here with the right code.

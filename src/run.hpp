@@ -16,6 +16,7 @@
 #include "mptrain/model.hpp"
 #include "mptrain/optimizer.hpp"
 #include "mptrain/traffic.hpp"
+#include "mptrain/test_hooks.hpp"
 #include "pipeline.hpp"
 
 namespace mptrain {
@@ -33,6 +34,7 @@ struct Run {
   long step = 0;
   int64_t tokens_seen = 0;
   long last_saved_step = -1;
+  TestHooks hooks;  // --test-hook options (none outside tests)
 
   Run(const Deck& d, Comm world, Layout layout) : deck(d), grid(std::move(world), layout) {}
   bool is_root() const { return grid.world().rank() == 0; }
@@ -72,6 +74,8 @@ struct RunOptions {
   // Wraps the backend select_backend() chose (e.g. in a timing decorator) before anything
   // is allocated with it.
   std::function<std::unique_ptr<Backend>(std::unique_ptr<Backend>)> wrap_backend;
+  // The --test-hook options of mptrain (include/mptrain/test_hooks.hpp).
+  TestHooks hooks;
 };
 
 // Collective over world: deck -> layout check -> grid -> data -> backend -> model ->

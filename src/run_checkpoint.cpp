@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "mptrain/error.hpp"
+#include "mptrain/watchdog.hpp"
 #include "run.hpp"
 
 namespace mptrain {
@@ -76,6 +77,7 @@ int check_init_model(const std::string& where, const CheckpointMeta& meta, const
 
 void Run::save_checkpoint() {
   if (deck.checkpoint.dir.empty()) return;
+  exit_if_launcher_gone();  // never start a save for a job whose launcher has died
   std::vector<float> params = model->params().params().to_host();
   std::vector<float> m, v;
   optimizer->gather_state(m, v);  // collective over DP under ZeRO-1
@@ -93,6 +95,7 @@ void Run::save_checkpoint() {
   meta.rng_offset = sampler->draws();
   meta.adam_step = optimizer->adam_step();
   CheckpointDir dir(deck.checkpoint.dir, deck.checkpoint.keep);
+  dir.set_test_kill_in_save(hooks.kill_in_save);
   double seconds = 0;
   uint64_t bytes = 0;
   const std::string path =

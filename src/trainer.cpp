@@ -6,12 +6,16 @@
 #include <csignal>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
+#include <fstream>
+#include <limits>
 #include <span>
+#include <thread>
+
+#include <unistd.h>
 
 #include "mptrain/error.hpp"
 #include "mptrain/log.hpp"
+#include "mptrain/watchdog.hpp"
 #include "run.hpp"
 
 namespace mptrain {
@@ -22,18 +26,25 @@ namespace {
 volatile std::sig_atomic_t preemption_signal = 0;
 extern "C" void on_preemption_signal(int sig) { preemption_signal = sig; }
 
-// Test hooks, read from the environment: "STEP" or "STEP:RANK".
-struct TestHook {
-  long step = -1;
-  int rank = -1;
-  explicit TestHook(const char* name) {
-    const char* v = std::getenv(name);
-    if (!v) return;
-    step = std::strtol(v, nullptr, 10);
-    if (const char* colon = std::strchr(v, ':')) rank = std::atoi(colon + 1);
+// The pause:S[:R] test hook: tells the test that this rank has stopped (its PID in
+// mptrain-paused.R, written under a temporary name and renamed, so never read half-written)
+// and waits for the preemption signal the test then sends. It polls the flag rather than
+// blocking in sigsuspend(): a signal sent to the process may be handled by any of its threads
+// (OpenMP workers, MPI's progress thread), and then sigsuspend() here would never return.
+void pause_for_signal(long step, int rank) {
+  const std::string file = paused_marker_file(rank), temp = file + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << long(::getpid()) << '\n';
+    out.close();
+    MPT_CHECK(out.good(), "test hook pause: cannot write " + temp);
   }
-  bool fires(long s, int r) const { return s == step && (rank < 0 || rank == r); }
-};
+  MPT_CHECK(std::rename(temp.c_str(), file.c_str()) == 0, "test hook pause: cannot rename " + temp);
+  std::printf("test hook: rank %d (pid %ld) paused after step %ld; waiting for SIGUSR1 or SIGTERM\n",
+              rank, long(::getpid()), step);
+  std::fflush(stdout);
+  while (preemption_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
 
 }  // namespace
 
@@ -59,11 +70,44 @@ double validation_loss(Run& run) {
                 run.deck.model.seq_len);
 }
 
-// Collective over the world: true when any rank got a preemption signal.
-bool preemption_requested(const Grid& grid) {
-  int flag = preemption_signal != 0;
+// Collective over the world: true when any rank got a preemption signal (`local`: this one).
+bool preemption_requested(const Grid& grid, bool local) {
+  int flag = local;
   grid.world().allreduce_max(std::span<int>(&flag, 1));
   return flag != 0;
+}
+
+// Collective over the world, once, when the run stops on a signal: rank 0 says at which step,
+// and how many ranks (and which one first) had the signal themselves; the others stopped
+// because the flag all-reduce told them to.
+void report_preemption(const Run& run, bool local) {
+  int64_t reached = local ? 1 : 0;
+  int lowest = local ? run.grid.world().rank() : std::numeric_limits<int>::max();
+  run.grid.world().allreduce_sum(std::span<int64_t>(&reached, 1));  // collective over the world
+  run.grid.world().allreduce_min(std::span<int>(&lowest, 1));       // collective over the world
+  if (run.is_root())
+    std::printf("preemption signal received: checkpointing at step %ld and exiting (code %d); "
+                "the signal reached %lld of %d rank(s), the lowest being rank %d\n",
+                run.step, int(exit_preempted), (long long)reached, run.grid.world().size(), lowest);
+}
+
+// Not collective; before each step: the test hooks of the boundary (only of one this run
+// reached by training a step), then the launcher check (an orphaned rank must not go on).
+void at_step_boundary(const Run& run, bool trained) {
+  const int rank = run.grid.world().rank();
+  if (trained && TestHooks::fires(run.hooks.signal, run.step, rank)) std::raise(SIGUSR1);
+  if (trained && TestHooks::fires(run.hooks.pause, run.step, rank)) pause_for_signal(run.step, rank);
+  exit_if_launcher_gone();
+}
+
+// Collective over the world: when any rank got a preemption signal, reports it, checkpoints
+// this step (unless just saved) and returns true.
+bool stop_on_signal(Run& run) {
+  const bool signalled = preemption_signal != 0;
+  if (!preemption_requested(run.grid, signalled)) return false;  // collective over the world
+  report_preemption(run, signalled);                              // collective over the world
+  if (run.last_saved_step != run.step) run.save_checkpoint();    // collective
+  return true;
 }
 
 void print_summary(Run& run, const CommCounters& measured, long steps_run, double seconds) {
@@ -81,6 +125,7 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
   resolved.parallel.dp = layout.dp;
   auto run = std::make_unique<Run>(resolved, std::move(world), layout);  // collective
   Run& r = *run;
+  r.hooks = options.hooks;
   r.train_data = options.train_data ? *options.train_data
                                      : TokenDataset::load(r.grid.world(), deck.data.train);  // collective
   ModelConfig& mc = r.deck.model;
@@ -149,8 +194,11 @@ void install_preemption_handlers() {
   std::signal(SIGTERM, on_preemption_signal);
 }
 
-int train(const Deck& deck, Comm world) {
-  std::unique_ptr<Run> run_ptr = build_run(deck, std::move(world));
+int train(const Deck& deck, Comm world, const TestHooks& hooks) {
+  hooks.check(world.size(), deck.train.steps);  // pure: the same verdict on every rank
+  RunOptions options;
+  options.hooks = hooks;
+  std::unique_ptr<Run> run_ptr = build_run(deck, std::move(world), options);
   Run& run = *run_ptr;
   const Deck& d = run.deck;
   if (run.is_root()) {
@@ -178,7 +226,6 @@ int train(const Deck& deck, Comm world) {
   }
   if (d.checkpoint.save_initial && run.step == 0) run.save_checkpoint();  // collective
 
-  const TestHook nan_hook("MPTRAIN_TEST_NAN_STEP"), signal_hook("MPTRAIN_TEST_SIGNAL_STEP");
   const int rank = run.grid.world().rank();
   CommCounters traffic;
   long steps_run = 0, bad_steps = 0;
@@ -188,18 +235,12 @@ int train(const Deck& deck, Comm world) {
   // ends the process at once (nothing to save yet, and nothing may hang on it).
   install_preemption_handlers();
   while (run.step < d.train.steps) {
-    if (signal_hook.fires(run.step, rank)) std::raise(SIGUSR1);
+    at_step_boundary(run, steps_run > 0);
     const CommCounters before = run.grid.counters();
-    if (preemption_requested(run.grid)) {  // collective over the world
-      if (run.is_root())
-        std::printf("preemption signal received: checkpointing at step %ld and exiting (code %d)\n",
-                    run.step, int(exit_preempted));
-      if (run.last_saved_step != run.step) run.save_checkpoint();  // collective
-      return exit_preempted;
-    }
+    if (stop_on_signal(run)) return exit_preempted;  // collective over the world
     const Stopwatch step_clock;
     double loss = run.schedule->train_batch(run.train_data, *run.sampler, *run.optimizer);
-    if (nan_hook.fires(run.step + 1, rank)) run.optimizer->inject_nonfinite_gradient();
+    if (TestHooks::fires(run.hooks.nan, run.step + 1, rank)) run.optimizer->inject_nonfinite_gradient();
     run.grid.world().allreduce_sum(std::span<double>(&loss, 1));  // collective over the world
     loss /= double(G * T);
     const StepReport report = run.optimizer->step(run.step, d.train.steps);  // collective

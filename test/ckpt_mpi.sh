@@ -5,7 +5,7 @@
 #   1. test/test_checkpoint on 3 and on 4 ranks: uneven splits, replicas, tensors held by some
 #      ranks only, several ranks writing into one chunk, errors agreed on by every rank.
 #   2. A job on 3 ranks saves step 1, then dies in the middle of saving step 2 (rank 0 raises
-#      SIGKILL through the MPTRAIN_TEST_KILL_IN_SAVE hook); a second job (4 ranks: another
+#      SIGKILL through CheckpointDir's kill-in-save test hook); a second job (4 ranks: another
 #      sharding) finds step 1 intact and first, and step 2 never became a checkpoint.
 set -u
 
@@ -29,7 +29,7 @@ echo "== a save killed half way (the job is expected to die)"
 kill_dir=$work/killed
 rm -rf "$kill_dir"
 # shellcheck disable=SC2086
-MPTRAIN_CKPT_KILL_DIR=$kill_dir MPTRAIN_TEST_KILL_IN_SAVE=2 \
+MPTRAIN_CKPT_KILL_DIR=$kill_dir \
   "$MPIRUN" $MPIRUN_FLAGS -np 3 "$program" --run_test=kill_in_save
 killed=$?
 if [ "$killed" -eq 0 ]; then

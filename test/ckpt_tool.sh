@@ -48,6 +48,12 @@ expect 2 '/optim/v/wpe: 1 non-finite' verify "$dir/nan.h5"
 expect 2 '/model/h\.1\.ln_2\.bias: missing' verify "$dir/missing.h5"
 expect 2 'h\.0\.mlp\.c_fc\.weight: checksum failed' verify "$dir/corrupt.h5"
 expect 0 '^MATCH: 0 of 84 tensors differ' diff "$dir/good.h5" "$dir/same.h5"
+# --state: same.h5 holds the same tensors at another step (20 vs 21, AdamW step 19 vs 20).
+expect 1 '^state /optim step +19 +20  DIFFERS$' diff "$dir/good.h5" "$dir/same.h5" --state
+expect 1 '^DIFFERENT: 0 of 84 tensors differ \(tolerance 0\); 2 of 6 state values differ$' \
+  diff "$dir/good.h5" "$dir/same.h5" --state
+expect 0 '^MATCH: 0 of 84 tensors differ \(tolerance 0\); 0 of 6 state values differ$' \
+  diff "$dir/good.h5" "$dir/good.h5" --state
 expect 1 '^/model/h\.1\.mlp\.c_fc\.weight .*DIFFERS \(1 element\)' \
   diff "$dir/good.h5" "$dir/perturbed.h5"
 expect 0 '^MATCH: 0 of 28 tensors differ' \

@@ -4,7 +4,7 @@
 #   1. 20 steps of the tiny deck on the CPU and on CUDA: per-step losses within 1e-4 relative;
 #   2. the CUDA run repeated: bit-identical losses (the backend is deterministic);
 #   3. CUDA with tp=2 pp=2 on 4 ranks sharing the device (host-staged collectives): within 1e-4;
-#   4. a checkpoint written on the GPU (stopped at step 10 by the MPTRAIN_TEST_SIGNAL_STEP hook,
+#   4. a checkpoint written on the GPU (stopped at step 10 by --test-hook=signal:10,
 #      exit 3) resumed on the CPU, and a CPU checkpoint resumed on the GPU: within 1e-4 of the
 #      uninterrupted CPU run;
 #   5. TF32 products ([device] precision = tf32): within 2e-2 of fp32;
@@ -53,7 +53,7 @@ losses_within cpu.csv gpu4.csv 1e-4 "CUDA tp=2 pp=2 vs CPU"
 while read -r name first second; do
   [ -z "$name" ] && continue
   ck=ck_$name csv=$name.csv
-  OUT=$name-1.out MPTRAIN_TEST_SIGNAL_STEP=10 run_mptrain 0 "$deck" --train.steps=20 \
+  OUT=$name-1.out run_mptrain 0 "$deck" --test-hook=signal:10 --train.steps=20 \
     --parallel.micro_batch=2 --device.backend="$first" --checkpoint.dir="$ck" \
     --log.metrics="$csv"
   rc1=$?

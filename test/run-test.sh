@@ -12,6 +12,10 @@
 #     OMPI_MCA_rmaps_base_oversubscribe=1 does the same for launches without the flag; and as
 #     root, OMPI_ALLOW_RUN_AS_ROOT{,_CONFIRM}=1 lift Open MPI's refusal to run. None of this is
 #     baked into the build: configure only records the launcher's path (MPIRUN).
+#   * Nothing left outside the build tree, even by jobs the tests kill on purpose: Open MPI's
+#     session directories (orte_tmpdir_base, normally /tmp) and shared-memory segments
+#     (btl_vader_backing_directory, normally /dev/shm), which a killed job cannot remove, go
+#     to $TEST_WORKDIR/mpi (unless those MCA variables are set already).
 #   * A scratch directory of its own: $top_builddir/test/work/NAME, emptied first, exported as
 #     TEST_WORKDIR and made the current directory. Tests write only there; under
 #     "make distcheck" the source tree is read-only. ("make clean" removes test/work.)
@@ -68,6 +72,9 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 if [ "$(id -u)" = 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
+mkdir -p "$TEST_WORKDIR/mpi" || exit 99
+export OMPI_MCA_orte_tmpdir_base=${OMPI_MCA_orte_tmpdir_base:-$TEST_WORKDIR/mpi}
+export OMPI_MCA_btl_vader_backing_directory=${OMPI_MCA_btl_vader_backing_directory:-$TEST_WORKDIR/mpi}
 # Boost.Test colours its output for terminals; the logs are files.
 export BOOST_TEST_COLOR_OUTPUT=${BOOST_TEST_COLOR_OUTPUT:-no}
 

@@ -5,7 +5,8 @@
 #      once (rank 0 reports an error every rank sees).
 #   2. A deck without [checkpoint] dir: jobs/mptrain-cpu.sbatch refuses it before launching
 #      anything (a requeued job could not resume), FAILED with exit code 2 and a clear message.
-# Skipped (77) without Slurm/munge/root, except under CI=true, where that is a failure.
+# Skipped (77) without Slurm/munge/root, except under CI=true or MPTRAIN_NO_SKIP=1, where that
+# is a failure.
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/slurm/lib.sh"
 slurm_require

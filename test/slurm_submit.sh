@@ -3,9 +3,11 @@
 # The tiny deck is submitted three times at once, each job over both nodes with 2 ranks per
 # node: launched the default way (srun --mpi=pmix), with MPTRAIN_LAUNCH=mpirun, and through
 # jobs/mptrain-gpu.sbatch (its CPU side: no GPUs here). Every job must complete (COMPLETED,
-# exit 0:0), span both nodes, run the threads Slurm gave each rank, and write the same losses
-# as the same deck run directly with mpirun on 4 ranks.
-# Skipped (77) without Slurm/munge/root, except under CI=true, where that is a failure.
+# exit 0:0), span both nodes, run the threads Slurm gave each rank, and write bit for bit the
+# losses and the final checkpoint (model, AdamW state, resume state) of the same deck run
+# directly with mpirun on 4 ranks: the launcher does not change the arithmetic.
+# Skipped (77) without Slurm/munge/root, except under CI=true or MPTRAIN_NO_SKIP=1, where that
+# is a failure.
 # Run by test/run-test.sh; the cluster lives in $TEST_WORKDIR/slurm.
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/slurm/lib.sh"
@@ -19,7 +21,7 @@ make_data || { echo "FAIL: mptrain-prep"; exit 1; }
 SLURM_TEST_CPUS=8 slurm_start 0
 
 # The reference: the same deck, 4 ranks under mpirun, the transport the jobs use.
-OUT=ref.out run_mptrain 4 "$deck" --log.metrics=ref.csv ||
+OUT=ref.out run_mptrain 4 "$deck" --log.metrics=ref.csv --checkpoint.dir=ref ||
   { cat ref.out; fail "the reference run"; finish; }
 
 # name: how it is submitted (the launcher, or the GPU script run on CPUs: these nodes have no
@@ -68,6 +70,8 @@ for name in "${runs[@]}"; do
     fail "$name: the job did not run 4 ranks over both nodes"
     show_job "$job"
   fi
-  losses_within "$name/metrics.csv" ref.csv 1e-6 "$name: the job's losses match a direct mpirun"
+  losses_identical "$name/metrics.csv" ref.csv "$name: the job's losses vs a direct mpirun"
+  ckpt_identical "$name/ckpt/step_00000012.h5" ref/step_00000012.h5 \
+    "$name: the job's final checkpoint vs a direct mpirun"
 done
 finish

@@ -519,13 +519,14 @@ BOOST_AUTO_TEST_CASE(unwritable_directory_keeps_the_previous_checkpoint) {
 }
 
 // Driven by test/ckpt_mpi.sh with MPTRAIN_CKPT_KILL_DIR set: saves step 1, then step 2 with
-// MPTRAIN_TEST_KILL_IN_SAVE=2, so rank 0 dies half way through step 2 (the job fails).
+// the kill-in-save test hook, so rank 0 dies half way through step 2 (the job fails).
 BOOST_AUTO_TEST_CASE(kill_in_save) {
   const char* dir = std::getenv("MPTRAIN_CKPT_KILL_DIR");
   if (dir == nullptr) return;
   Comm comm = Comm::world();
   TestState state(comm);
   CheckpointDir ckpt(dir, 0);
+  ckpt.set_test_kill_in_save(2);
   ckpt.save(comm, test_meta(1), state.tensors());
   ckpt.save(comm, test_meta(2), state.tensors());
   BOOST_ERROR("the save of step 2 should have been killed");

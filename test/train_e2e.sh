@@ -1,47 +1,64 @@
 #!/bin/bash
 # End-to-end training on one rank: the loss falls, reruns are bit-identical (DESIGN §5.2),
-# stopping at step N and resuming gives byte-identical losses to an uninterrupted run
-# (§5.3), and the step-0 checkpoint holds every tensor of the schema with its shape.
+# stopping at step N and resuming gives bit-identical losses and a bit-identical final
+# checkpoint (model, AdamW moments, resume state) to an uninterrupted run (§5.3), with the
+# sequential and the shuffle sampler, and the step-0 checkpoint holds every tensor of the
+# schema with its shape. The stop comes from --test-hook=signal:STEP (a real SIGUSR1 that the
+# process raises on itself after that step), so it happens at a known step.
 . "$top_srcdir/test/lib.sh"
 make_data || { fail "mptrain-prep"; finish; }
 deck=$top_srcdir/input/test-tiny.deck
+final=step_00000012.h5  # the deck's 12 steps
 
 OUT=a.out run_mptrain 0 "$deck" --log.metrics=a.csv --checkpoint.dir=ckA --checkpoint.save_initial=true
 rc=$?
 [ $rc -eq 0 ] && pass "training run exits 0" || { fail "training run exits $rc"; cat a.out; finish; }
 first=$(awk -F, 'NR == 2 { print $2 }' a.csv); last=$(awk -F, 'END { print $2 }' a.csv)
-if awk -v f="$first" -v l="$last" 'BEGIN { exit !(f > 5.3 && l < f - 0.5) }'; then
+if is_finite "$first" && is_finite "$last" &&
+   awk -v f="$first" -v l="$last" 'BEGIN { exit !(f > 5.3 && l < f - 0.5) }'; then
   pass "loss falls from $first to $last"
 else
   fail "loss does not fall enough: $first -> $last"
 fi
 grep -q "val " a.out && pass "validation loss reported" || fail "no validation loss in the log"
 
-OUT=b.out run_mptrain 0 "$deck" --log.metrics=b.csv --checkpoint.restart=none
+OUT=b.out run_mptrain 0 "$deck" --log.metrics=b.csv --checkpoint.dir=ckB ||
+  fail "second run exits $?"
 losses_identical a.csv b.csv "determinism: the same deck twice"
+ckpt_identical ckA/$final ckB/$final "determinism: the same deck twice"
 
-# Stop at step 6 (the preemption path), then resume to the end.
-OUT=c1.out MPTRAIN_TEST_SIGNAL_STEP=6 run_mptrain 0 "$deck" --log.metrics=c.csv --checkpoint.dir=ckC
+# Stop after step 6 (the preemption path), then resume to the end.
+OUT=c1.out run_mptrain 0 "$deck" --test-hook=signal:6 --log.metrics=c.csv --checkpoint.dir=ckC
 rc=$?
-[ $rc -eq 3 ] && pass "preempted run exits 3" || fail "preempted run exits $rc (expected 3)"
-[ -f ckC/step_00000006.h5 ] && grep -q step_00000006.h5 ckC/latest &&
-  pass "checkpoint at step 6, named by latest" || fail "no step-6 checkpoint in ckC"
+[ $rc -eq 3 ] && grep -q "^preemption signal received: checkpointing at step 6 " c1.out &&
+  pass "preempted run stops at step 6 and exits 3" || fail "preempted run exits $rc (expected 3 at step 6)"
+[ -f ckC/step_00000006.h5 ] && [ "$(cat ckC/latest 2>/dev/null)" = step_00000006.h5 ] &&
+  [ "$(ls ckC)" = "$(printf 'latest\nstep_00000006.h5')" ] &&
+  pass "checkpoint at step 6, named by latest, nothing else" || fail "ckC holds: $(ls ckC)"
 OUT=c2.out run_mptrain 0 "$deck" --log.metrics=c.csv --checkpoint.dir=ckC
 rc=$?
 [ $rc -eq 0 ] && grep -q "restarted from ckC/step_00000006.h5" c2.out &&
   pass "resumed from step 6" || { fail "resume (exit $rc)"; tail -5 c2.out; }
 losses_identical a.csv c.csv "exact resume: 6 + 6 steps vs 12"
+ckpt_identical ckA/$final ckC/$final "exact resume: 6 + 6 steps vs 12"
 
 # The shuffle sampler: another batch order, still resumed exactly.
-OUT=s0.out run_mptrain 0 "$deck" --data.sampler=shuffle --log.metrics=s_full.csv --checkpoint.restart=none
-OUT=s1.out MPTRAIN_TEST_SIGNAL_STEP=7 run_mptrain 0 "$deck" --data.sampler=shuffle \
+OUT=s0.out run_mptrain 0 "$deck" --data.sampler=shuffle --log.metrics=s_full.csv --checkpoint.dir=ckS0 ||
+  fail "shuffle run exits $?"
+OUT=s1.out run_mptrain 0 "$deck" --data.sampler=shuffle --test-hook=signal:7 \
   --log.metrics=s.csv --checkpoint.dir=ckS
+rc1=$?
 OUT=s2.out run_mptrain 0 "$deck" --data.sampler=shuffle --log.metrics=s.csv --checkpoint.dir=ckS
+rc2=$?
+[ $rc1 -eq 3 ] && [ $rc2 -eq 0 ] && grep -q "restarted from ckS/step_00000007.h5" s2.out &&
+  pass "shuffle sampler: stopped at step 7 (exit 3), resumed (exit 0)" ||
+  fail "shuffle sampler: stop/resume exits $rc1/$rc2"
 losses_identical s_full.csv s.csv "shuffle sampler: exact resume"
-if diff <(losses a.csv) <(losses s_full.csv) >/dev/null; then
+ckpt_identical ckS0/$final ckS/$final "shuffle sampler: exact resume"
+if [ "$(compare_losses a.csv s_full.csv)" = 0.000e+00 ] || diff <(losses a.csv) <(losses s_full.csv) >/dev/null; then
   fail "shuffle sampler gives the sequential sampler's losses"
 else
-  pass "shuffle sampler visits batches in another order"
+  pass "shuffle sampler visits batches in another order ($(compare_losses a.csv s_full.csv))"
 fi
 
 # The step-0 checkpoint: every tensor of the schema, global shapes, checksums.

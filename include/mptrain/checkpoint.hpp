@@ -105,17 +105,21 @@ class CheckpointDir {
   // on every rank and leaves the previous checkpoint and `latest` untouched. Pruning only
   // removes checkpoints older than the one just written (counting it among the `keep`), plus
   // leftover .tmp files of older steps; a file that cannot be removed is left (not an error).
-  // Test hook: when the environment variable MPTRAIN_TEST_KILL_IN_SAVE equals meta.step,
-  // rank 0 kills itself with SIGKILL after half of the tensors are written (a crash mid-file).
+  // With set_test_kill_in_save(meta.step), rank 0 kills itself with SIGKILL after half of
+  // the tensors are written (a crash mid-file).
   std::string save(const Comm& comm, const CheckpointMeta& meta, const CheckpointTensors& tensors,
                    double* seconds = nullptr, uint64_t* bytes = nullptr) const;
 
   // Not collective: complete checkpoints in DIR, newest first (the one `latest` names first).
   std::vector<std::string> candidates() const;
 
+  // Test hook (--test-hook=kill-in-save:STEP): the save of `step` dies half way (see save()).
+  void set_test_kill_in_save(long step) { kill_in_save_ = step; }
+
  private:
   std::string dir_;
   long keep_;
+  long kill_in_save_ = -1;
 };
 
 }  // namespace mptrain

@@ -10,6 +10,7 @@
 #include "mptrain/comm.hpp"
 #include "mptrain/deck.hpp"
 #include "mptrain/grid.hpp"
+#include "mptrain/test_hooks.hpp"
 
 namespace mptrain {
 
@@ -21,8 +22,9 @@ Layout resolve_layout(const Deck& deck, int world_size);
 // boundary (what Slurm sends before a time limit or preemption).
 void install_preemption_handlers();
 
-// Runs the deck on `world`. Collective over world. Returns the process exit code (ExitCode);
-// throws InputError for problems every rank sees (caught by main).
-int train(const Deck& deck, Comm world);
+// Runs the deck on `world` (with the --test-hook options `hooks`, for tests). Collective over
+// world. Returns the process exit code (ExitCode); throws InputError for problems every rank
+// sees (caught by main), including a hook that names a rank or step the run does not have.
+int train(const Deck& deck, Comm world, const TestHooks& hooks = {});
 
 }  // namespace mptrain

@@ -3,15 +3,19 @@
 # scratch directory and stops it when it exits, whatever happens.
 #
 #   slurm_require          exit 77 (skip) when Slurm, munge or root is missing; fail instead
-#                          when CI=true, so that CI never silently skips these tests
+#                          when CI=true or MPTRAIN_NO_SKIP=1 (.ci/run sets it), so that CI
+#                          never silently skips these tests
 #   slurm_start OFFSET     start the cluster on port MPTRAIN_SLURM_PORT (default 16817) + OFFSET
 #                          (each test its own offset, 3 ports apart at least, so tests may run
-#                          at once); exports SLURM_CONF, MPTRAIN and the Open MPI settings
+#                          at once), or, where another cluster (another build's test run on
+#                          this machine) holds one of its 3 ports, 100, 200, ... 900 above;
+#                          exports SLURM_CONF, MPTRAIN and the Open MPI settings
 #   job_field JOB FIELD    one field of "scontrol show job" (JobState, ExitCode, Restarts, StdOut)
 #   wait_job JOB SECONDS STATE...   wait until the job is in one of the states
 #   wait_for SECONDS DESCRIPTION COMMAND...   wait until COMMAND succeeds
 #   job_steps_gone JOB     no step of the job is left on the nodes (before releasing a requeue)
-#   warn_mid_run JOB CSV   the time-limit warning (SIGUSR1 to the batch script), mid-run
+#   warn_when_paused JOB NRANKS   the time-limit warning (SIGUSR1 to the batch script) once
+#                          the job's NRANKS ranks have stopped at --test-hook=pause:STEP
 # Every wait is bounded; on a timeout the caller records a FAIL and goes on or gives up.
 
 # The cluster's functions, sourced so that this shell is the daemons' parent (and reaps them).
@@ -32,8 +36,9 @@ slurm_require() {
     reason="not found:$missing (packages: slurmctld slurmd slurm-client munge libpmix-dev)"
   fi
   [ -z "$reason" ] && return 0
-  if [ "${CI:-}" = true ]; then
-    echo "FAIL: Slurm tests cannot run: $reason. CI=true: these tests must not be skipped in CI." >&2
+  if [ "${CI:-}" = true ] || [ "${MPTRAIN_NO_SKIP:-0}" = 1 ]; then
+    echo "FAIL: Slurm tests cannot run: $reason. CI=true or MPTRAIN_NO_SKIP=1: these tests" \
+      "must not be skipped." >&2
     exit 1
   fi
   echo "SKIP: Slurm tests cannot run: $reason"
@@ -63,7 +68,12 @@ slurm_start() {
   for var in $(compgen -e | grep -E '^(SLURM|SBATCH|SRUN|SALLOC)_' | grep -v '^SLURM_TEST_'); do
     unset "$var"
   done
-  export SLURM_TEST_PORT=$((${MPTRAIN_SLURM_PORT:-16817} + offset))
+  local port=$((${MPTRAIN_SLURM_PORT:-16817} + offset)) above
+  for above in 0 100 200 300 400 500 600 700 800 900; do
+    cl_port_in_use $((port + above)) || cl_port_in_use $((port + above + 1)) ||
+      cl_port_in_use $((port + above + 2)) || break
+  done
+  export SLURM_TEST_PORT=$((port + above))
   slurm_dir=$TEST_WORKDIR/slurm
   if [ ${#slurm_dir} -gt 64 ]; then
     # Unix socket paths are short (108 bytes): a deep build tree gets a directory in /tmp.
@@ -139,28 +149,25 @@ job_steps_gone() {
   ! compgen -G "$slurm_dir/spool/n*/*_$1.*" >/dev/null
 }
 
-# warn_mid_run JOB CSV: the time-limit warning, mid-run. Once CSV (the job's metrics) shows 3
-# steps, sends the batch script SIGUSR1 as "#SBATCH --signal=B:USR1@N" does
-# (scancel --signal=USR1 --batch). So that it lands mid-run however fast the machine, the
-# ranks are paused (scancel --signal=STOP: the job steps only) until the script has forwarded
-# the signal, then resumed (CONT). Sets warned_at to the steps in CSV when paused; returns 1
-# (after a message) if a stage failed or timed out.
-# shellcheck disable=SC2034  # read by the tests
-warned_at=''
-warn_mid_run() {
-  local job=$1 csv=$2 out status=0
-  # shellcheck disable=SC2016  # expanded by eval, at each try
-  wait_for 120 "the first steps of job $job in $csv" eval '[ "$(csv_rows "$csv")" -ge 3 ]' || return 1
-  scancel --signal=STOP "$job" || return 1
-  # shellcheck disable=SC2034  # read by the tests
-  warned_at=$(csv_rows "$csv")
-  scancel --signal=USR1 --batch "$job" || status=1
+# warn_when_paused JOB NRANKS: the time-limit warning at a chosen step. The job runs mptrain
+# with --test-hook=pause:STEP, so each of its NRANKS ranks stops after step STEP and writes
+# its PID to mptrain-paused.RANK in the job's directory (the job's StdOut names it) and waits
+# for a signal. Once all have, sends the batch script SIGUSR1 as "#SBATCH --signal=B:USR1@N"
+# does (scancel --signal=USR1 --batch); the script forwards it to the launcher, which
+# forwards it to every rank. Waiting for stopped ranks is not racing a running job: the
+# bound only catches a job that never gets there. Returns 1 (after a message) on failure.
+warn_when_paused() {
+  local job=$1 nranks=$2 out dir r markers=()
   out=$(job_field "$job" StdOut)
-  wait_for 30 "the batch script of job $job to forward SIGUSR1" \
-    grep -q "got SIGUSR1: asking mptrain to checkpoint" "$out" || status=1
-  sleep 0.5  # let srun hand the signal to every rank before they run again
-  scancel --signal=CONT "$job" || status=1
-  return "$status"
+  dir=$(job_field "$job" WorkDir)
+  for ((r = 0; r < nranks; r++)); do markers+=("$dir/mptrain-paused.$r"); done
+  if ! wait_for_files 120 "${markers[@]}"; then
+    echo "warn_when_paused: the $nranks ranks of job $job did not all pause (markers: $(ls "$dir"/mptrain-paused.* 2>/dev/null | tr '\n' ' '))" >&2
+    return 1
+  fi
+  scancel --signal=USR1 --batch "$job" || return 1
+  wait_for 60 "the batch script of job $job to forward SIGUSR1" \
+    grep -q "got SIGUSR1: asking mptrain to checkpoint" "$out"
 }
 
 # csv_rows FILE: the number of data rows in a metrics CSV (0 if it does not exist yet).
