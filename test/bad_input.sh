@@ -5,29 +5,35 @@
 # top_srcdir). Four parts:
 #
 #   1. The table test/bad_input_cases.txt: each bad deck, layout, dataset and checkpoint on one
-#      rank (no launcher) and on 4 ranks. Each run must end within $case_limit seconds (a hard
-#      timeout stops hangs), every rank must exit with the table's status, the message fragment
-#      must appear in exactly one "mptrain: error:" line, printed by rank 0, and the
-#      checkpoint directory must be left as it was (absent, or holding the same files).
+#      rank (no launcher) and on 4 ranks. Each run must end by itself (a run still going after
+#      $hard_limit seconds counts as hung and is killed; how long a refusal took is printed, not
+#      judged, since the machine may be loaded), every rank must exit with the table's status,
+#      the message fragment must appear in exactly one "mptrain: error:" line, printed by rank
+#      0, and the checkpoint directory must be left as it was (absent, or holding the same
+#      files).
 #   2. The restart search: a damaged newest checkpoint is refused with its reason and the
 #      previous one is used.
 #   3. Numerical trouble: a NaN gradient on one rank at one step is skipped and the run
 #      finishes (exit 0); non-finite gradients on max_bad_steps consecutive steps stop the run
 #      with exit 4, a message, and the last good checkpoint kept.
-#   4. A killed rank: kill -9 of one rank of a 4-rank job in training ends the whole job
-#      (non-zero) within 30 s, and a restart from its newest checkpoint completes.
+#   4. A killed rank: kill -9 of one rank of a 4-rank job in training (once it has written a
+#      checkpoint) ends the whole job with a non-zero status by itself (not by the test's
+#      300 s hang limit), leaves no process behind, and a restart from its newest checkpoint
+#      completes.
 #
 # With Open MPI, 4-rank runs use --tag-output (to see which rank printed what) and run each
 # rank under "sh -c" that prints its exit status, with orte_abort_on_non_zero_status=0 so that
 # mpirun lets every rank finish instead of killing the others at the first non-zero exit.
 # BAD_INPUT_CASES=REGEX runs only the table cases whose names match (for debugging).
+# No GPU takes part: CUDA_VISIBLE_DEVICES is emptied, so [device] backend = auto resolves to the
+# CPU on every machine (the table refuses tf32/bf16 precision there).
 . "$top_srcdir/test/lib.sh"
+export CUDA_VISIBLE_DEVICES=""
 
 cases_file=$top_srcdir/test/bad_input_cases.txt
 bad_files=${BAD_FILES:-${top_builddir:-.}/test/bad_files}
 mptrain=$MPTRAIN_BIN/mptrain
-case_limit=20    # seconds a refused run may take
-hard_limit=40    # seconds after which it is killed (a hang)
+hard_limit=120   # seconds after which a run counts as hung and is killed
 only=${BAD_INPUT_CASES:-}
 
 openmpi=no
@@ -161,8 +167,6 @@ run_case() {
   local problems=()
   if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
     problems+=("HUNG: killed after ${hard_limit}s")
-  elif awk -v s="$seconds" -v l="$case_limit" 'BEGIN { exit !(s > l) }'; then
-    problems+=("took ${seconds}s (limit ${case_limit}s)")
   fi
   local want
   if [ "$np" -eq 1 ]; then
@@ -301,6 +305,8 @@ if [ "$openmpi" = yes ]; then
     base.deck --train.steps=8 --train.max_bad_steps=3 --checkpoint.dir=num-4 \
     --checkpoint.every=1 --checkpoint.keep=2 --log.metrics= >num-4.out 2>&1
   check_numerical 4 num-4.out num-4 $? 2 3
+elif [ "${MPTRAIN_NO_SKIP:-}" = 1 ]; then
+  fail "the staggered NaN on 4 ranks needs Open MPI's OMPI_COMM_WORLD_RANK (MPTRAIN_NO_SKIP=1)"
 else
   echo "SKIP: the staggered NaN on 4 ranks needs Open MPI's OMPI_COMM_WORLD_RANK"
 fi
@@ -341,10 +347,12 @@ else
   wait "$job"
   rc=$?
   seconds=$(elapsed "$start")
-  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && awk -v s="$seconds" 'BEGIN { exit !(s < 30) }'; then
-    pass "killed rank: the job ended with status $rc ${seconds}s after kill -9 of pid $victim"
+  # 124/137: the test's own 300 s limit ended it, i.e. the job hung.
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ]; then
+    pass "killed rank: the job ended by itself with status $rc (${seconds}s after kill -9 of pid $victim)"
   else
-    fail "killed rank: the job ended with status $rc ${seconds}s after the kill"
+    fail "killed rank: the job ended with status $rc ${seconds}s after the kill" \
+      "$([ "$rc" -eq 0 ] && echo '(success despite a dead rank)' || echo '(hung: killed by the test)')"
   fi
   leftovers=$(pgrep -f "base.deck --train.steps=100000 --checkpoint.dir=killed" | wc -l)
   [ "$leftovers" -eq 0 ] && pass "killed rank: no process of the job is left" ||
