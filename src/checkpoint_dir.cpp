@@ -1,6 +1,7 @@
 // The checkpoint directory (CheckpointDir in checkpoint.hpp): DIR/step_NNNNNNNN.h5 files, a
 // save protocol that never leaves a half-written file under a final name, DIR/latest naming
-// the newest complete one, pruning, and the restart search. The protocol: rank 0 creates DIR;
+// the newest complete one, pruning, the restart search, and the restart's model check
+// (check_checkpoint_model). The protocol: rank 0 creates DIR;
 // all ranks write DIR/.step_NNNNNNNN.h5.tmp collectively (flushed to storage); rank 0 renames
 // it into place, syncs the directory, replaces `latest` through a temporary file, and prunes.
 // A crash at any point leaves the previous checkpoint and `latest` as they were. Every step
