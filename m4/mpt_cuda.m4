@@ -16,11 +16,17 @@ AC_DEFUN([MPT_CHECK_CUDA], [
        yes: fail without it; no: CPU only; default: auto (build it when nvcc and cuBLAS
        are found in PATH, $CUDA_HOME, $CUDA_PATH or /usr/local/cuda)])],
     [], [with_cuda=auto])
+  # The default covers the data-centre and workstation GPUs of the last generations: 7.5
+  # (Turing, T4), 8.0 (Ampere, A100; its code also runs on 8.6/8.9: A10, L4, L40), 9.0
+  # (Hopper, H100/H200), plus PTX for 9.0, which the driver compiles for anything newer
+  # (Blackwell). Entries this nvcc cannot target are dropped from the default (CUDA 13 has no
+  # sm_70); an explicit list is taken as given.
   AC_ARG_WITH([cuda-arch],
     [AS_HELP_STRING([--with-cuda-arch=LIST],
       [GPU compute capabilities to generate code for, comma-separated (e.g. 80,90);
-       PTX for the last one is embedded too, for newer GPUs (default: 90)])],
-    [], [with_cuda_arch=90])
+       PTX for the last one is embedded too, for newer GPUs (default: 75,80,90, less any
+       this nvcc does not support)])],
+    [mpt_cuda_arch_given=yes], [with_cuda_arch="75,80,90" mpt_cuda_arch_given=no])
   AC_ARG_VAR([NVCC], [the CUDA compiler (default: found with --with-cuda)])
   AC_ARG_VAR([NVCCFLAGS], [extra flags for NVCC, appended to the ones configure chooses])
 
@@ -32,7 +38,6 @@ AC_DEFUN([MPT_CHECK_CUDA], [
 
   # --with-cuda-arch: 90 or sm_90 or compute_90 each mean compute capability 9.0; cubins for
   # every listed one, PTX for the last so a later GPU can JIT-compile it.
-  mpt_cuda_last_arch=
   mpt_cuda_arch_list=
   for mpt_arch in `echo "$with_cuda_arch" | tr ',;' '  '`; do
     mpt_arch=`echo "$mpt_arch" | sed -e 's/^sm_//' -e 's/^compute_//'`
@@ -40,13 +45,10 @@ AC_DEFUN([MPT_CHECK_CUDA], [
     AS_CASE([$mpt_arch],
       [@<:@1-9@:>@@<:@0-9@:>@|@<:@1-9@:>@@<:@0-9@:>@@<:@a-z@:>@|@<:@1-9@:>@@<:@0-9@:>@@<:@0-9@:>@|@<:@1-9@:>@@<:@0-9@:>@@<:@0-9@:>@@<:@a-z@:>@], [],
       [AC_MSG_ERROR([--with-cuda-arch: '$mpt_arch' is not a compute capability like 80 or 90])])
-    CUDA_ARCH_FLAGS="$CUDA_ARCH_FLAGS -gencode arch=compute_$mpt_arch,code=sm_$mpt_arch"
-    mpt_cuda_arch_list="${mpt_cuda_arch_list:+$mpt_cuda_arch_list,}$mpt_arch"
-    mpt_cuda_last_arch=$mpt_arch
+    mpt_cuda_arch_list="${mpt_cuda_arch_list:+$mpt_cuda_arch_list }$mpt_arch"
   done
-  AS_IF([test -z "$mpt_cuda_last_arch"],
+  AS_IF([test -z "$mpt_cuda_arch_list"],
     [AC_MSG_ERROR([--with-cuda-arch needs at least one compute capability, e.g. 90])])
-  CUDA_ARCH_FLAGS="${CUDA_ARCH_FLAGS# } -gencode arch=compute_$mpt_cuda_last_arch,code=compute_$mpt_cuda_last_arch"
 
   AS_CASE([$with_cuda],
     [no], [mpt_cuda_why="disabled by --with-cuda=no"],
@@ -111,6 +113,32 @@ AC_DEFUN([MPT_CHECK_CUDA], [
   ])
 
   AS_IF([test -z "$mpt_cuda_why"], [
+    # The default list, less what this nvcc cannot target (nvcc --list-gpu-arch, CUDA 11.0+;
+    # an older nvcc keeps the whole list, and the compile test below decides).
+    AS_IF([test "x$mpt_cuda_arch_given" = xno], [
+      mpt_cuda_supported=`$NVCC --list-gpu-arch 2>/dev/null | sed -n 's/^compute_//p'`
+      AS_IF([test -n "$mpt_cuda_supported"], [
+        mpt_cuda_kept=
+        for mpt_arch in $mpt_cuda_arch_list; do
+          AS_IF([echo "$mpt_cuda_supported" | grep -qx "$mpt_arch"],
+            [mpt_cuda_kept="${mpt_cuda_kept:+$mpt_cuda_kept }$mpt_arch"],
+            [AC_MSG_NOTICE([$NVCC cannot generate code for compute capability $mpt_arch; left out])])
+        done
+        mpt_cuda_arch_list=$mpt_cuda_kept])
+      AS_IF([test -z "$mpt_cuda_arch_list"],
+        [mpt_cuda_why="$NVCC supports none of the default compute capabilities 75, 80, 90 (use --with-cuda-arch)"])
+    ])
+  ])
+
+  AS_IF([test -z "$mpt_cuda_why"], [
+    CUDA_ARCH_FLAGS=
+    mpt_cuda_last_arch=
+    for mpt_arch in $mpt_cuda_arch_list; do
+      CUDA_ARCH_FLAGS="$CUDA_ARCH_FLAGS -gencode arch=compute_$mpt_arch,code=sm_$mpt_arch"
+      mpt_cuda_last_arch=$mpt_arch
+    done
+    CUDA_ARCH_FLAGS="${CUDA_ARCH_FLAGS# } -gencode arch=compute_$mpt_cuda_last_arch,code=compute_$mpt_cuda_last_arch"
+    mpt_cuda_arch_list=`echo "$mpt_cuda_arch_list" | tr ' ' ','`
     NVCCFLAGS="-std=c++20 $1 $CUDA_ARCH_FLAGS${mpt_user_NVCCFLAGS:+ $mpt_user_NVCCFLAGS}"
     AC_CACHE_CHECK([whether $NVCC compiles C++20 kernels for sm_$mpt_cuda_arch_list],
       [mpt_cv_cuda_nvcc_works], [

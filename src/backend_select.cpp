@@ -7,6 +7,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <string>
 #include <thread>
 
 #include "mptrain/backend.hpp"
@@ -42,6 +43,15 @@ std::unique_ptr<Backend> select_backend(const std::string& kind, int threads, in
     CudaOptions options = cuda;
     options.device = std::max(0, node_rank) % devices;
     return make_cuda_backend(options);
+  }
+  if (cuda.tf32 || cuda.bf16) {
+    // Thrown alike by every rank that resolves to the CPU (with backend = auto, every rank
+    // of a job whose nodes have no visible GPU, or of a build without CUDA).
+    throw InputError(std::string("[device] precision = ") + (cuda.bf16 ? "bf16" : "tf32") +
+                     " needs the CUDA backend, but [device] backend = " + kind +
+                     (kind == "auto" ? " found no CUDA device on this rank" : "") +
+                     " and the CPU backend computes in fp32 only; use precision = fp32, or "
+                     "backend = cuda where a GPU is visible");
   }
   if (threads <= 0) {
     // A rank the launcher bound to some cores (srun --cpus-per-task, mpirun --map-by

@@ -611,6 +611,12 @@ void read_checkpoint_tensors(const Comm& comm, const std::string& path,
               throw CheckpointError(what + " has shape " + shape_text(stored) + ", expected " +
                                     shape_text(t.shape));
             }
+            // float32 as written; float64 converts too. A damaged type message may claim
+            // any class and size, which HDF5's conversions are not meant to meet.
+            h5::Datatype type(h5::check(H5Dget_type(dataset), "dataset type"));
+            const size_t type_size = H5Tget_size(type);
+            if (H5Tget_class(type) != H5T_FLOAT || (type_size != 4 && type_size != 8))
+              throw CheckpointError(what + " is not stored as float32 or float64");
             try {
               transfer(dataset, dxpl, t.local, /*writing=*/false);  // collective
             } catch (const h5::Error& e) {

@@ -1,6 +1,7 @@
 // The checkpoint directory (CheckpointDir in checkpoint.hpp): DIR/step_NNNNNNNN.h5 files, a
 // save protocol that never leaves a half-written file under a final name, DIR/latest naming
-// the newest complete one, pruning, and the restart search. The protocol: rank 0 creates DIR;
+// the newest complete one, pruning, the restart search, and the restart's model check
+// (check_checkpoint_model). The protocol: rank 0 creates DIR;
 // all ranks write DIR/.step_NNNNNNNN.h5.tmp collectively (flushed to storage); rank 0 renames
 // it into place, syncs the directory, replaces `latest` through a temporary file, and prunes.
 // A crash at any point leaves the previous checkpoint and `latest` as they were. Every step
@@ -18,6 +19,7 @@
 
 #include "checkpoint_internal.hpp"
 #include "mptrain/checkpoint.hpp"
+#include "mptrain/deck.hpp"
 
 namespace mptrain {
 
@@ -100,6 +102,28 @@ void prune(const std::string& dir, long step, long keep) {
 }  // namespace
 
 CheckpointDir::CheckpointDir(std::string dir, long keep) : dir_(std::move(dir)), keep_(keep) {}
+
+void check_checkpoint_model(const std::string& path, const CheckpointMeta& meta,
+                            const ModelConfig& model) {
+  // A placeholder [data] train makes the stored [model] section a complete deck.
+  Deck stored;
+  try {
+    stored = parse_deck_text(meta.model_text + "\n[data]\ntrain = (stored)\n",
+                             path + " (stored [model] section)");
+  } catch (const InputError& e) {
+    throw CheckpointError(path + ": the stored [model] section cannot be read: " + e.what());
+  }
+  const ModelConfig& a = stored.model;
+  const std::pair<const char*, std::pair<int, int>> keys[] = {
+      {"n_layer", {a.n_layer, model.n_layer}}, {"n_head", {a.n_head, model.n_head}},
+      {"n_embd", {a.n_embd, model.n_embd}},    {"seq_len", {a.seq_len, model.seq_len}},
+      {"vocab_size", {a.vocab_size, model.vocab_size}}};
+  for (const auto& [key, values] : keys)
+    if (values.first != values.second)
+      throw CheckpointError(path + ": written for a different model: [model] " + key + " = " +
+                            std::to_string(values.first) + " in the checkpoint, " +
+                            std::to_string(values.second) + " in the deck");
+}
 
 std::string CheckpointDir::path_for_step(long step) const {
   char name[32];

@@ -93,6 +93,7 @@ struct Comm::Impl {
 struct Request::Impl {
   MPI_Request request = MPI_REQUEST_NULL;
   std::shared_ptr<Comm::Impl> comm;  // keeps the communicator and its counters alive
+  std::shared_ptr<const void> buffer;  // the data an owning isend reads, until it completed
 };
 
 Request::Request() = default;
@@ -112,6 +113,7 @@ void Request::wait() {
   double t0 = MPI_Wtime();
   MPI_CHECK(MPI_Wait(&impl_->request, MPI_STATUS_IGNORE));
   impl_->comm->waited(MPI_Wtime() - t0);
+  impl_->buffer.reset();  // MPI is done reading it
 }
 
 Comm::Comm() = default;
@@ -287,6 +289,13 @@ Request Comm::isend(std::span<const float> data, int dest, int tag) const {
   MPI_CHECK(MPI_Isend(data.data(), as_count(data.size()), MPI_FLOAT, dest, tag, impl_->comm,
                       &r.impl_->request));
   impl_->count(data.size_bytes());
+  return r;
+}
+
+Request Comm::isend(std::shared_ptr<const std::vector<float>> buffer, int dest, int tag) const {
+  MPT_CHECK(buffer != nullptr, "isend: null buffer");
+  Request r = isend(std::span<const float>(*buffer), dest, tag);
+  r.impl_->buffer = std::move(buffer);
   return r;
 }
 

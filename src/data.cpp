@@ -220,12 +220,20 @@ TokenDataset TokenDataset::load(const Comm& comm, const std::string& path) {
     out.vocab_size_ = read_vocab_size(path, file, tokens);
     out.tokenizer_ = read_tokenizer(path, tokens);
 
-    // A damaged or hostile file can declare any extent: refuse sizes it does not store
-    // before allocating for them (mptrain-prep's files are uncompressed).
+    // A damaged or hostile file can declare any extent and any integer size: refuse sizes it
+    // does not store before allocating for them (mptrain-prep's files are uncompressed), and
+    // a stored size beyond the file's own (the chunk index claims it). Tokens in external
+    // files (mptrain-prep --import) are checked against those files instead.
     const size_t element = H5Tget_size(type);
-    const bool external = element > 0 && check_external_storage(path, tokens, n, element);
+    if (element < 1 || element > sizeof(int64_t))
+      throw InputError(dataset_prefix(path) + "/tokens has " + std::to_string(element) +
+                       "-byte integers; token ids must be 1- to 8-byte integers");
+    const bool external = check_external_storage(path, tokens, n, element);
     const hsize_t stored = external ? n * element : H5Dget_storage_size(tokens);
-    if (element == 0 || stored / element < n)
+    if (!external && stored > h5::file_size_of(file))
+      throw InputError(dataset_prefix(path) + "/tokens claims " + std::to_string(stored) +
+                       " bytes of storage, more than the file holds (damaged file)");
+    if (stored / element < n)
       throw InputError(dataset_prefix(path) + "/tokens declares " + std::to_string(n) +
                        " tokens but stores only " + std::to_string(stored) + " bytes of " +
                        std::to_string(element) + "-byte integers (damaged or compressed file)");

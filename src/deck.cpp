@@ -460,6 +460,14 @@ void check_consistency(const Deck& deck, const std::map<std::string, Where>& set
                      format_double(deck.optim.min_lr) + ": must be between 0 and [optim] lr (" +
                      format_double(deck.optim.lr) + ")");
   }
+  if (deck.device.backend == "cpu" && deck.device.precision != "fp32") {
+    // The CPU backend computes in fp32 only; silently ignoring the request would report
+    // fp32 results as tf32/bf16 ones. (backend = auto is checked when it is resolved.)
+    throw InputError(blame("device.precision", "device.backend").text() +
+                     "[device] precision = " + deck.device.precision +
+                     " needs [device] backend = cuda (the CPU backend computes in fp32 only); "
+                     "use precision = fp32 with backend = cpu");
+  }
   if (deck.data.train.empty()) {
     throw InputError(file.text() +
                      "[data] train is required: the training token dataset (an HDF5 file made "

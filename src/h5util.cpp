@@ -59,7 +59,15 @@ File open_file(const std::string& path, unsigned flags, hid_t fapl) {
 
 File create_file(const std::string& path, hid_t fapl) {
   quiet();
-  return File(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), "create " + path));
+  // The HDF5 1.8 file format (superblock and object headers version 2) instead of the oldest
+  // one: its metadata carries checksums, so a damaged header is refused when it is loaded,
+  // before HDF5 decodes its messages (which HDF5 1.10 does without bounds checks). Readable
+  // by HDF5 1.8 and later.
+  PropList access(check(fapl == H5P_DEFAULT ? H5Pcreate(H5P_FILE_ACCESS) : H5Pcopy(fapl),
+                        "file access list for " + path));
+  check(H5Pset_libver_bounds(access, H5F_LIBVER_V18, H5F_LIBVER_V18),
+        "file format bounds for " + path);
+  return File(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access), "create " + path));
 }
 
 bool link_exists(hid_t loc, const std::string& path) {
@@ -85,6 +93,13 @@ bool link_exists(hid_t loc, const std::string& path) {
     start = slash + 1;
   }
   return true;
+}
+
+uint64_t file_size_of(hid_t obj) {
+  File file(check(H5Iget_file_id(obj), "file of object"));
+  hsize_t size = 0;
+  check(H5Fget_filesize(file, &size), "size of file");
+  return size;
 }
 
 bool has_attr(hid_t obj, const std::string& name) {
@@ -131,6 +146,11 @@ template <class T>
 T read_number_attr(hid_t obj, const std::string& name, hid_t mem_type) {
   Datatype stored;
   Attribute attr = open_single_attr(obj, name, H5T_INTEGER, "an integer", stored);
+  // Only the integer types a writer can produce (1 to 8 bytes) are converted; a damaged type
+  // message can claim any size.
+  const size_t size = H5Tget_size(stored);
+  if (size < 1 || size > sizeof(int64_t))
+    throw Error("read attribute " + name, "a " + std::to_string(size) + "-byte integer type");
   T value{};
   // HDF5 converts whatever integer width/sign is stored to the requested native type.
   check(H5Aread(attr, mem_type, &value), "read attribute " + name);
@@ -165,6 +185,11 @@ std::string read_string_attr(hid_t obj, const std::string& name) {
   }
   size_t size = H5Tget_size(stored);
   if (size == 0) throw_error("size of attribute " + name);
+  // The buffer is sized by the file: a damaged type message must not make us allocate more
+  // than the whole file could hold.
+  if (size > file_size_of(obj))
+    throw Error("read attribute " + name, "a " + std::to_string(size) +
+                                              "-byte string, larger than the file");
   check(H5Tset_size(mem, size), "string size for attribute " + name);
   check(H5Tset_strpad(mem, H5T_STR_NULLPAD), "string padding for attribute " + name);
   std::vector<char> buffer(size, '\0');

@@ -118,10 +118,14 @@ File create_file(const std::string& path, hid_t fapl = H5P_DEFAULT);  // truncat
 // way must exist or the answer is false (not an error).
 bool link_exists(hid_t loc, const std::string& path);
 bool has_attr(hid_t obj, const std::string& name);
+// The size in bytes of the file holding `obj` (any object id, or the file itself): a bound for
+// anything whose size the file's own metadata claims.
+uint64_t file_size_of(hid_t obj);
 
 // Attributes (scalar). Strings are stored as fixed-length ASCII strings; reading also accepts
 // variable-length strings (as h5py writes them). Integers are stored as 64-bit; reading accepts
-// any integer type, and throws Error when the attribute is not one integer (or not a string).
+// any integer type of 1 to 8 bytes, and throws Error when the attribute is not one integer (or
+// not a string, or claims a fixed-length string larger than its file).
 void write_string_attr(hid_t obj, const std::string& name, const std::string& value);
 std::string read_string_attr(hid_t obj, const std::string& name);
 void write_int_attr(hid_t obj, const std::string& name, int64_t value);

@@ -4,6 +4,7 @@
 // produce partial sums that are all-reduced forward; their input gradient needs none.
 #include "mptrain/layers.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <span>
@@ -43,12 +44,24 @@ void DeviceCollectives::allreduce_max(const Comm& comm, float* data, size_t n) {
 Request DeviceCollectives::isend(const Comm& comm, const float* data, size_t n, int dest, int tag) {
   backend_.synchronize();
   if (backend_.host_accessible()) return comm.isend(std::span<const float>(data, n), dest, tag);
-  // The staged copy must outlive the send; keep one per in-flight tag slot.
-  if (send_staging_.size() <= static_cast<size_t>(tag % 64)) send_staging_.resize(64);
-  auto& host = send_staging_[tag % 64];
-  host.resize(n);
-  backend_.to_host(host.data(), data, n);
-  return comm.isend(std::span<const float>(host.data(), n), dest, tag);
+  // The staged copy must outlive the send, and no other send may write it meanwhile (the
+  // pipeline's forward and backward sends of one micro-batch are in flight together): take a
+  // buffer no request holds any more, or a new one. The request keeps it until it completed.
+  std::shared_ptr<std::vector<float>> host;
+  for (const auto& buffer : send_staging_)
+    if (buffer.use_count() == 1) {
+      host = buffer;
+      break;
+    }
+  if (!host) host = send_staging_.emplace_back(std::make_shared<std::vector<float>>());
+  host->resize(n);
+  backend_.to_host(host->data(), data, n);
+  return comm.isend(std::shared_ptr<const std::vector<float>>(host), dest, tag);
+}
+
+size_t DeviceCollectives::send_staging_in_use() const {
+  return static_cast<size_t>(std::count_if(send_staging_.begin(), send_staging_.end(),
+                                           [](const auto& b) { return b.use_count() > 1; }));
 }
 
 void DeviceCollectives::recv(const Comm& comm, float* data, size_t n, int source, int tag) {

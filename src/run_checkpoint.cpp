@@ -22,29 +22,6 @@ std::vector<TensorIO> tensor_views(const ParamSet& params, std::vector<float>& h
   return views;
 }
 
-// The model section of the deck a checkpoint was written with must equal ours.
-void check_same_model(const std::string& path, const CheckpointMeta& meta, const Deck& deck) {
-  // Only the [model] section is compared (other sections may have gained or lost keys
-  // between versions); a placeholder [data] train makes it a complete deck.
-  Deck stored;
-  try {
-    stored = parse_deck_text(meta.model_text + "\n[data]\ntrain = (stored)\n",
-                             path + " (stored [model] section)");
-  } catch (const InputError& e) {
-    throw CheckpointError(path + ": the stored [model] section cannot be read: " + e.what());
-  }
-  const ModelConfig &a = stored.model, &b = deck.model;
-  const std::pair<const char*, std::pair<int, int>> keys[] = {
-      {"n_layer", {a.n_layer, b.n_layer}}, {"n_head", {a.n_head, b.n_head}},
-      {"n_embd", {a.n_embd, b.n_embd}},    {"seq_len", {a.seq_len, b.seq_len}},
-      {"vocab_size", {a.vocab_size, b.vocab_size}}};
-  for (const auto& [key, values] : keys)
-    if (values.first != values.second)
-      throw CheckpointError(path + ": written for a different model: [model] " + key + " = " +
-                            std::to_string(values.first) + " in the checkpoint, " +
-                            std::to_string(values.second) + " in the deck");
-}
-
 // [checkpoint] init: the stored [model] must equal ours except seq_len, which may be shorter
 // than the stored positions. Returns the stored seq_len (rows of the stored wpe).
 int check_init_model(const std::string& where, const CheckpointMeta& meta, const Deck& deck) {
@@ -109,7 +86,7 @@ void Run::save_checkpoint() {
 
 void Run::restore_checkpoint(const std::string& path) {
   const CheckpointMeta meta = read_checkpoint_meta(grid.world(), path);  // collective
-  check_same_model(path, meta, deck);
+  check_checkpoint_model(path, meta, deck.model);
   ParamSet& ps = model->params();
   std::vector<float> params(ps.padded(), 0.0f), m(ps.padded(), 0.0f), v(ps.padded(), 0.0f);
   const auto model_views = tensor_views(ps, params);

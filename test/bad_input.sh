@@ -5,30 +5,35 @@
 # top_srcdir). Four parts:
 #
 #   1. The table test/bad_input_cases.txt: each bad deck, layout, dataset and checkpoint on one
-#      rank (no launcher) and on 4 ranks. Each run must end within $case_limit seconds (a hard
-#      timeout stops hangs), every rank must exit with the table's status, the message fragment
-#      must appear in exactly one "mptrain: error:" line, printed by rank 0, and the
-#      checkpoint directory must be left as it was (absent, or holding the same files).
+#      rank (no launcher) and on 4 ranks. Each run must end by itself (a run still going after
+#      $hard_limit seconds counts as hung and is killed; how long a refusal took is printed, not
+#      judged, since the machine may be loaded), every rank must exit with the table's status,
+#      the message fragment must appear in exactly one "mptrain: error:" line, printed by rank
+#      0, and the checkpoint directory must be left as it was (absent, or holding the same
+#      files).
 #   2. The restart search: a damaged newest checkpoint is refused with its reason and the
 #      previous one is used.
 #   3. Numerical trouble: a NaN gradient on one rank at one step is skipped and the run
 #      finishes (exit 0); non-finite gradients on max_bad_steps consecutive steps stop the run
 #      with exit 4, a message, and the last good checkpoint kept.
 #   4. A killed rank: kill -9 of one rank of a 4-rank job in training (paused at a known step by
-#      --test-hook=pause) ends the whole job (non-zero) within 10 s, and a restart from its
-#      newest checkpoint completes.
+#      --test-hook=pause) ends the whole job with a non-zero status by itself within 10 s (not
+#      by the test's 300 s hang limit), leaves no process behind, and a restart from its newest
+#      checkpoint completes.
 #
 # With Open MPI, 4-rank runs use --tag-output (to see which rank printed what) and run each
 # rank under "sh -c" that prints its exit status, with orte_abort_on_non_zero_status=0 so that
 # mpirun lets every rank finish instead of killing the others at the first non-zero exit.
 # BAD_INPUT_CASES=REGEX runs only the table cases whose names match (for debugging).
+# No GPU takes part: CUDA_VISIBLE_DEVICES is emptied, so [device] backend = auto resolves to the
+# CPU on every machine (the table refuses tf32/bf16 precision there).
 . "$top_srcdir/test/lib.sh"
+export CUDA_VISIBLE_DEVICES=""
 
 cases_file=$top_srcdir/test/bad_input_cases.txt
 bad_files=${BAD_FILES:-${top_builddir:-.}/test/bad_files}
 mptrain=$MPTRAIN_BIN/mptrain
-case_limit=20    # seconds a refused run may take
-hard_limit=40    # seconds after which it is killed (a hang)
+hard_limit=120   # seconds after which a run counts as hung and is killed
 only=${BAD_INPUT_CASES:-}
 
 openmpi=no
@@ -162,8 +167,6 @@ run_case() {
   local problems=()
   if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
     problems+=("HUNG: killed after ${hard_limit}s")
-  elif awk -v s="$seconds" -v l="$case_limit" 'BEGIN { exit !(s > l) }'; then
-    problems+=("took ${seconds}s (limit ${case_limit}s)")
   fi
   local want
   if [ "$np" -eq 1 ]; then
@@ -311,6 +314,7 @@ check_numerical 4 num-4.out num-4 $? 2 3
 echo "== kill -9 of one rank during training (at $(elapsed "$t0")s)"
 kill_limit=10
 rm -rf killed mptrain-paused.*
+job_start=$(now)
 # shellcheck disable=SC2086
 timeout -k 5 300 "$MPIRUN" $MPIRUN_FLAGS -np 4 "$mptrain" base.deck --train.steps=8 \
   --test-hook=pause:5:2 --checkpoint.dir=killed --checkpoint.every=2 --log.metrics= \
@@ -328,10 +332,18 @@ else
   wait "$job"
   rc=$?
   seconds=$(elapsed "$start")
-  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && awk -v s="$seconds" -v l=$kill_limit 'BEGIN { exit !(s < l) }'; then
-    pass "killed rank: the job ended with status $rc ${seconds}s after kill -9 of rank 2 (pid $victim; bound ${kill_limit}s)"
+  # The test's own 300 s bound ended it (the job hung) when timeout says so: 124, or 137 once
+  # the bound has passed (137 before it is mpirun passing on the SIGKILLed rank's status).
+  hung=no
+  if [ "$rc" -eq 124 ] ||
+     { [ "$rc" -eq 137 ] && awk -v s="$(elapsed "$job_start")" 'BEGIN { exit !(s >= 300) }'; }; then
+    hung=yes
+  fi
+  if [ "$rc" -ne 0 ] && [ "$hung" = no ] && awk -v s="$seconds" -v l=$kill_limit 'BEGIN { exit !(s < l) }'; then
+    pass "killed rank: the job ended by itself with status $rc ${seconds}s after kill -9 of rank 2 (pid $victim; bound ${kill_limit}s)"
   else
-    fail "killed rank: the job ended with status $rc ${seconds}s after the kill (bound ${kill_limit}s)"
+    fail "killed rank: the job ended with status $rc ${seconds}s after the kill (bound ${kill_limit}s)" \
+      "$([ "$rc" -eq 0 ] && echo '(success despite a dead rank)' || { [ "$hung" = yes ] && echo '(hung: killed by the test)'; })"
   fi
   leftovers=$(pgrep -f "base.deck --train.steps=8 --test-hook=pause:5:2" | wc -l)
   [ "$leftovers" -eq 0 ] && pass "killed rank: no process of the job is left" ||

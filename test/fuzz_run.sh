@@ -4,27 +4,40 @@
 #   fuzz_deck        bytes -> parse_deck_text (+ overrides after a NUL byte); only InputError
 #                    may escape, and a parsed deck's resolved text must round-trip
 #   fuzz_dataset     bytes -> a file -> TokenDataset::load; only InputError may escape
-#   fuzz_checkpoint  bytes -> a file -> read_checkpoint_meta, the stored deck, the /model
-#                    tensors; only CheckpointError may escape
-# Each starts from its seed corpus (test/fuzz/corpus/NAME), after replaying the inputs that
-# once broke mptrain (test/fuzz/regressions/NAME: each must now run cleanly) and those that
-# crash HDF5 itself (test/fuzz/upstream/NAME: noted, not failed). The fuzzing runs in libFuzzer's
-# fork mode, so a finding ends one job and not the run; every finding is then replayed and
-# blamed by its stack: on mptrain (a crash or sanitizer report in the project's code or the
-# harness, an escaping exception, an out-of-memory caused by the project's own allocation: the
-# test fails) or on HDF5/MPI (the failure happens inside the library on a malformed file: a
-# NOTE, since mptrain cannot fix it there). The inputs stay in $TEST_WORKDIR/artifacts; one that
-# broke mptrain belongs in test/fuzz/regressions/NAME/ once fixed. The number of executions
-# of each harness is printed.
+#   fuzz_checkpoint  bytes -> a file -> the whole restart read: read_checkpoint_meta (with the
+#                    /optim step), the stored deck, check_checkpoint_model, and every tensor
+#                    of /model, /optim/m and /optim/v; only CheckpointError may escape
+# For each harness, in order:
+#   1. the inputs that once broke mptrain (test/fuzz/regressions/NAME/) must run cleanly;
+#   2. each documented HDF5 defect (test/fuzz/upstream/NAME/X.h5, described in X.txt, whose
+#      "signature:" line names the failure) must still fail inside HDF5 with that signature:
+#      one that runs cleanly, or fails otherwise, fails the test (the description is stale);
+#   3. libFuzzer runs from the seed corpus (test/fuzz/corpus/NAME) in fork mode, so a finding
+#      ends one job and not the run. Every finding is replayed (with full allocation stacks)
+#      and classified by test/fuzz/classify.awk. It passes as a NOTE only when it is an HDF5
+#      defect -- the faulting access and, where the report names one, the allocation both
+#      inside libhdf5, under an HDF5 call that takes nothing from mptrain but names and ids --
+#      AND its signature is one documented under test/fuzz/upstream/. Anything else fails the
+#      test: a failure in mptrain's code or the harness, memory mptrain allocated, an escaping
+#      exception, a huge allocation sized by mptrain, a timeout, and an HDF5 defect nobody has
+#      triaged yet (document it: a reproducer X.h5 and X.txt in test/fuzz/upstream/NAME/, and
+#      the README's list). The inputs stay in $TEST_WORKDIR/artifacts; one that broke mptrain
+#      belongs in test/fuzz/regressions/NAME/ once fixed.
+# The number of executions of each harness is printed.
 #
 # The library's sources are compiled here, with clang, into $TEST_WORKDIR (the project's own
 # libmptrain is built by g++ without sanitizers, which libFuzzer cannot instrument). The MPI
 # wrapper of the build (CXX in the Makefile) is pointed at clang++ with OMPI_CXX/MPICH_CXX;
 # HDF5 and Boost flags come from the Makefile too, so the harnesses link what mptrain links.
 #
-# Without clang or libFuzzer (Debian: apt-get install clang libclang-rt-14-dev) the test is
-# skipped (77), unless CI=true, where that is a failure.
-#   MPTRAIN_FUZZ_SECONDS  seconds per harness (default 10)
+# Without clang, libFuzzer or llvm-symbolizer (Debian: apt-get install clang libclang-rt-14-dev
+# llvm-14) the test is skipped (77), unless MPTRAIN_NO_SKIP=1 (which .ci/run sets) or CI=true,
+# where that is a failure.
+#   MPTRAIN_FUZZ_SECONDS  seconds of fuzzing per harness (default 10). test/run-test.sh adds
+#                         three times this to the test's time limit, so long runs
+#                         (e.g. MPTRAIN_FUZZ_SECONDS=300) are not cut short.
+#   MPTRAIN_FUZZ_ONLY     fuzz only these harnesses (e.g. "dataset checkpoint"); the replays of
+#                         steps 1 and 2 still run for all
 #   MPTRAIN_FUZZ_SEED     libFuzzer's -seed (default 1)
 #   MPTRAIN_FUZZ_CXX      the clang++ to use (default: clang++, then clang++-19 ... -14)
 set -u
@@ -37,10 +50,14 @@ seconds=${MPTRAIN_FUZZ_SECONDS:-10}
 seed=${MPTRAIN_FUZZ_SEED:-1}
 fuzz_dir=$top_srcdir/test/fuzz
 harnesses=(deck dataset checkpoint)
+only=${MPTRAIN_FUZZ_ONLY:-${harnesses[*]}}
+case $seconds in
+  '' | *[!0-9]* | 0) echo "FAIL: MPTRAIN_FUZZ_SECONDS must be a positive number, not '$seconds'"; exit 1 ;;
+esac
 
 unavailable() {
-  if [ "${CI:-}" = true ]; then
-    echo "FAIL: $* (CI=true: the fuzzers must run in CI)"
+  if [ "${MPTRAIN_NO_SKIP:-}" = 1 ] || [ "${CI:-}" = true ]; then
+    echo "FAIL: $* (MPTRAIN_NO_SKIP=1 or CI=true: the fuzzers must run)"
     exit 1
   fi
   echo "SKIP: $*"
@@ -56,6 +73,17 @@ if [ -z "$clangxx" ]; then
   done
 fi
 [ -n "$clangxx" ] || unavailable "no clang++ found (Debian: apt-get install clang libclang-rt-14-dev)"
+# Triage reads function names in the sanitizers' stacks: they need llvm-symbolizer.
+symbolizer=${ASAN_SYMBOLIZER_PATH:-}
+if [ -z "$symbolizer" ]; then
+  for c in llvm-symbolizer llvm-symbolizer-19 llvm-symbolizer-18 llvm-symbolizer-17 \
+           llvm-symbolizer-16 llvm-symbolizer-15 llvm-symbolizer-14; do
+    if command -v "$c" >/dev/null 2>&1; then symbolizer=$(command -v "$c"); break; fi
+  done
+fi
+[ -n "$symbolizer" ] && [ -x "$symbolizer" ] ||
+  unavailable "no llvm-symbolizer found (Debian: apt-get install llvm-14)"
+export ASAN_SYMBOLIZER_PATH=$symbolizer
 
 # A value from the configured Makefile (libtool's -R DIR becomes an rpath for the compiler).
 makefile=$top_builddir/Makefile
@@ -160,55 +188,88 @@ echo "== built in $((SECONDS - started))s"
 
 # Open MPI leaks by design: leak checking is off. UBSan stops at the first report
 # (-fno-sanitize-recover). A failed allocation returns null (HDF5 checks), instead of aborting.
+# libFuzzer reports any single allocation over 256 MiB as a finding, with its stack
+# (-malloc_limit_mb: the inputs are at most a few hundred KiB, so nothing legitimate comes
+# near it), and a resident size over 2 GiB (-rss_limit_mb).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# Replays also unwind the stacks of allocations fully (slow, but the allocation site decides
+# whose memory it was; the fast unwinder stops at HDF5's frames, built without frame pointers).
+replay_asan_options=$ASAN_OPTIONS:fast_unwind_on_malloc=0:malloc_context_size=64
 export OMPI_MCA_rmaps_base_oversubscribe=1
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-limits=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048)
+limits=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256)
 
-# whose LOG: who is to blame for the failure a replay log reports: "ours" (the project's code
-# or the harness), "upstream" (the first frame that is neither a sanitizer, libFuzzer nor libc
-# frame lies in HDF5 or MPI: a defect of that library on a malformed file), or "none".
-whose() {
-  awk '
-    /runtime error:/ { print "ours"; found = 1; exit }
-    /ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|libFuzzer)/ { trace = 1; next }
-    /terminate called|uncaught exception/ { print "ours"; found = 1; exit }
-    trace && /^ *#[0-9]+ / {
-      if ($0 ~ /__interceptor_|__asan|__sanitizer|__ubsan|fuzzer::|libclang_rt|compiler-rt|libc\.so|libc_start|sysdeps\/|__GI_|__mem[a-z_]*|__str[a-z_]*|[( ]raise|[( ]abort|[( ]malloc|[( ]calloc|[( ]realloc|operator new|libstdc\+\+|__cxa_|__gnu_cxx::__verbose|std::terminate/) next
-      print ($0 ~ /libhdf5|libmpi|libopen-pal|libopen-rte|mca_/) ? "upstream" : "ours"
-      found = 1; exit
-    }
-    END { if (!found) print "none" }' "$1"
+# replay HARNESS INPUT LOG: runs the harness on one input; prints classify.awk's verdict line.
+replay() {
+  ASAN_OPTIONS=$replay_asan_options "./fuzz_$1" "${limits[@]}" "$2" >"$3" 2>&1
+  awk -f "$fuzz_dir/classify.awk" "$3"
 }
+# replay_failing HARNESS INPUT LOG: the same for an input known to fail, up to 3 times until
+# it does: on a damaged file HDF5 may act on memory it never wrote, which varies between runs.
+replay_failing() {
+  local verdict try
+  for try in 1 2 3; do
+    verdict=$(replay "$@")
+    [ "$verdict" != none ] && break
+  done
+  echo "$verdict"
+}
+
+# The documented HDF5 defects: "SIGNATURE<TAB>FILE" lines, from every harness's upstream/.
+known=known-signatures.txt
+: >"$known"
+for d in "$fuzz_dir"/upstream/*/; do
+  for txt in "$d"*.txt; do
+    [ -f "$txt" ] || continue
+    sig=$(sed -n 's/^signature: //p' "$txt" | head -1)
+    if [ -z "$sig" ] || [ ! -f "${txt%.txt}.h5" ]; then
+      echo "FAIL: ${txt#"$fuzz_dir"/}: needs a 'signature:' line and its reproducer beside it (.h5)"
+      exit 1
+    fi
+    printf '%s\t%s\n' "$sig" "${txt#"$fuzz_dir"/}" >>"$known"
+  done
+done
+# "SIGNATURE (via API)" -> "SIGNATURE": the HDF5 entry point is informative only.
+bare() { sed -e 's/ (via [^)]*)$//'; }
+documented() { cut -f1 "$known" | grep -qxF -- "$(printf '%s' "$1" | bare)"; }
 
 status=0
 upstream_found=0
 mkdir -p artifacts
 for h in "${harnesses[@]}"; do
-  # Inputs that once found a bug in mptrain: each must now run cleanly.
+  # 1. Inputs that once found a bug in mptrain: each must now run cleanly.
   for f in "$fuzz_dir/regressions/$h"/*; do
     [ -f "$f" ] || continue
-    if "./fuzz_$h" "${limits[@]}" "$f" >replay.log 2>&1; then
+    verdict=$(replay "$h" "$f" replay.log)
+    if [ "$verdict" = none ]; then
       echo "PASS: fuzz_$h: regression ${f##*/} runs cleanly"
     else
-      echo "FAIL: fuzz_$h: regression ${f##*/} fails again:"; tail -30 replay.log; status=1
+      echo "FAIL: fuzz_$h: regression ${f##*/} fails again: $verdict"; tail -30 replay.log; status=1
     fi
   done
-  # Inputs that crash HDF5 itself (test/fuzz/upstream/NAME): still crashing there is noted;
-  # a failure in mptrain's own code is not.
-  for f in "$fuzz_dir/upstream/$h"/*; do
+  # 2. The documented HDF5 defects: each must still fail inside HDF5, as its description says.
+  for f in "$fuzz_dir/upstream/$h"/*.h5; do
     [ -f "$f" ] || continue
-    if "./fuzz_$h" "${limits[@]}" "$f" >replay.log 2>&1; then
-      echo "NOTE: fuzz_$h: upstream case ${f##*/} is now refused cleanly (move it to regressions/)"
-    elif [ "$(whose replay.log)" = upstream ]; then
-      echo "NOTE: fuzz_$h: upstream case ${f##*/} still fails inside HDF5/MPI: $(grep -m1 -E 'ERROR: |SUMMARY: ' replay.log)"
+    if [ ! -f "${f%.h5}.txt" ]; then
+      echo "FAIL: fuzz_$h: HDF5 defect ${f##*/} has no description ${f%.h5}.txt"; status=1; continue
+    fi
+    want=$(sed -n 's/^signature: //p' "${f%.h5}.txt" | head -1)
+    verdict=$(replay_failing "$h" "$f" replay.log)
+    got=${verdict#hdf5   }
+    if [ "$verdict" != "$got" ] && [ "$(printf '%s' "$got" | bare)" = "$want" ]; then
+      echo "PASS: fuzz_$h: HDF5 defect ${f##*/} still fails inside HDF5: $want"
+    elif [ "$verdict" = none ]; then
+      echo "FAIL: fuzz_$h: HDF5 defect ${f##*/} now runs cleanly: move it to regressions/ and" \
+           "update its description and the README"; status=1
     else
-      echo "FAIL: fuzz_$h: upstream case ${f##*/} now fails in mptrain:"; tail -30 replay.log; status=1
+      echo "FAIL: fuzz_$h: HDF5 defect ${f##*/} no longer fails as documented ($want): $verdict"
+      grep -E '^ *#[0-9]+ ' replay.log | head -12; status=1
     fi
   done
 
-  # Fork mode: a crash ends one job, not the run; each finding is classified afterwards.
+  case " $only " in *" $h "*) ;; *) continue ;; esac
+  # 3. Fork mode: a crash ends one job, not the run; each finding is classified afterwards.
   rm -rf "corpus_$h" "artifacts/$h" && mkdir "corpus_$h" "artifacts/$h"
   "./fuzz_$h" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 -print_funcs=0 \
     -max_total_time="$seconds" "${limits[@]}" -seed="$seed" -artifact_prefix="artifacts/$h/" \
@@ -222,25 +283,39 @@ for h in "${harnesses[@]}"; do
   if [ "$rc" -ne 0 ] && [ -z "$(ls "artifacts/$h")" ]; then
     echo "FAIL: $summary; libFuzzer exited $rc:"; tail -30 "fuzz_$h.log"; status=1; continue
   fi
-  ours=0
+  if [ -z "$runs" ] || [ "$runs" -eq 0 ]; then
+    echo "FAIL: $summary: no executions counted"; tail -30 "fuzz_$h.log"; status=1; continue
+  fi
+  bad=0
   for a in "artifacts/$h"/*; do
+    case $a in *.log) continue ;; esac
     [ -f "$a" ] || continue
-    "./fuzz_$h" "${limits[@]}" "$a" >"$a.log" 2>&1
-    blame=$(whose "$a.log")
-    what=$(grep -v 'Running [0-9]* inputs' "$a.log" | grep -m1 -E 'ERROR: |runtime error:|terminate called|fuzz_[a-z]*: ')
-    if [ "$blame" = upstream ]; then
-      upstream_found=$((upstream_found + 1))
-      echo "NOTE: fuzz_$h: an input crashes HDF5/MPI itself (upstream): $what"
-      echo "      reproducer: $work/$a (log: $a.log)"
-    else
-      ours=$((ours + 1))
-      echo "FAIL: fuzz_$h: an input breaks mptrain's contract: ${what:-see the log}"
-      echo "      reproducer: $work/$a (log: $a.log); once fixed, add it to test/fuzz/regressions/$h/"
-      grep -E '^ *#[0-9]+ ' "$a.log" | head -12
-    fi
+    verdict=$(replay_failing "$h" "$a" "$a.log")
+    case $verdict in
+      none)
+        # libFuzzer saw a failure that three lone replays do not repeat: what it was cannot
+        # be shown, so it is not excused.
+        echo "FAIL: fuzz_$h: a finding that does not reproduce alone: $work/$a"
+        grep -m3 -E 'ERROR: |runtime error:' "fuzz_$h.log"; bad=$((bad + 1)) ;;
+      hdf5*)
+        if documented "${verdict#hdf5   }"; then
+          upstream_found=$((upstream_found + 1))
+          echo "NOTE: fuzz_$h: a documented HDF5 defect: ${verdict#hdf5   }"
+          echo "      reproducer: $work/$a (log: $a.log)"
+        else
+          echo "FAIL: fuzz_$h: an HDF5 defect not documented under test/fuzz/upstream/: ${verdict#hdf5   }"
+          echo "      reproducer: $work/$a (log: $a.log); triage it, then add it with a description"
+          grep -E '^ *#[0-9]+ |allocated by' "$a.log" | head -24; bad=$((bad + 1))
+        fi ;;
+      *)
+        echo "FAIL: fuzz_$h: an input breaks mptrain's contract: ${verdict#ours   }"
+        echo "      reproducer: $work/$a (log: $a.log); once fixed, add it to test/fuzz/regressions/$h/"
+        grep -v 'Running [0-9]* inputs' "$a.log" | grep -m1 -E 'ERROR: |runtime error:|terminate called|fuzz_[a-z]*: '
+        grep -E '^ *#[0-9]+ |allocated by' "$a.log" | head -24; bad=$((bad + 1)) ;;
+    esac
   done
-  if [ "$ours" -eq 0 ]; then echo "PASS: $summary"; else echo "FAIL: $summary"; status=1; fi
+  if [ "$bad" -eq 0 ]; then echo "PASS: $summary"; else echo "FAIL: $summary"; status=1; fi
 done
 [ "$upstream_found" -eq 0 ] ||
-  echo "($upstream_found input(s) crash HDF5/MPI, not mptrain: noted above, not counted as failures)"
+  echo "($upstream_found finding(s) are documented HDF5 defects (test/fuzz/upstream/): noted, not failed)"
 exit "$status"

@@ -20,9 +20,11 @@
 #     TEST_WORKDIR and made the current directory. Tests write only there; under
 #     "make distcheck" the source tree is read-only. ("make clean" removes test/work.)
 #   * Absolute top_srcdir and top_builddir (set by Makefile.am), for data and programs.
-#   * A wall-clock limit, so nothing can hang CI: MPTRAIN_TEST_TIMEOUT seconds (default 900).
-#     On expiry the test and every process it started get SIGTERM, then SIGKILL 30 s later,
-#     and the test fails with status 124.
+#   * A wall-clock limit, so nothing can hang CI: MPTRAIN_TEST_TIMEOUT seconds (default 900),
+#     plus, for a test whose running time the user chooses, that time: test/fuzz_run.sh gets
+#     3 x MPTRAIN_FUZZ_SECONDS more (it fuzzes three harnesses that long each). On expiry the
+#     test and every process it started get SIGTERM, then SIGKILL 30 s later, and the test
+#     fails with status 124.
 # The exit status is the test's own: 0 pass, 77 skip, 99 hard error, anything else fail.
 set -u
 
@@ -88,6 +90,16 @@ case $limit in
   '' | *[!0-9]*)
     echo "run-test.sh: MPTRAIN_TEST_TIMEOUT must be a number of seconds, not '$limit'" >&2
     exit 99 ;;
+esac
+
+case $name in
+  fuzz_run)
+    fuzz_seconds=${MPTRAIN_FUZZ_SECONDS:-10}
+    # A value that is not a number is the test's to refuse; the limit stays the base one.
+    case $fuzz_seconds in
+      '' | *[!0-9]*) ;;
+      *) limit=$((limit + 3 * fuzz_seconds)) ;;
+    esac ;;
 esac
 
 echo "run-test.sh: $name: ${command[*]}"

@@ -289,6 +289,20 @@ BOOST_AUTO_TEST_CASE(bad_values) {
                     {"[model] n_embd = 128", "multiple of [model] n_head (5)"});
   expect_text_error(minimal_deck + "[optim]\nlr = 0.001\nmin_lr = 0.01\n",
                     {"[optim] min_lr", "[optim] lr"});
+  // GPU precisions with the CPU backend (the default) would be silently fp32: refused, at the
+  // line of whichever key was set, or on the command line when set there.
+  expect_text_error(minimal_deck + "[device]\nprecision = bf16\n",
+                    {"input/test.deck:4: [device] precision = bf16 needs [device] backend = cuda",
+                     "fp32 only"});
+  expect_text_error(minimal_deck + "[device]\nprecision = tf32\nbackend = cpu\n",
+                    {"[device] precision = tf32 needs [device] backend = cuda"});
+  expect_text_error(minimal_deck + "[device]\nbackend = cuda\nprecision = tf32\n",
+                    {"command line: [device] precision = tf32"}, {"--device.backend=cpu"});
+  for (const char* backend : {"cuda", "auto"})  // checked where the backend is chosen
+    BOOST_TEST(parse_deck_text(minimal_deck + "[device]\nprecision = bf16\nbackend = " +
+                                   backend + "\n",
+                               "x")
+                   .device.precision == "bf16");
   // Bad values on the command line say so.
   expect_text_error(minimal_deck, {"command line: [train] global_batch = \"x\""},
                     {"--train.global_batch=x"});

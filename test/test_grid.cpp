@@ -6,6 +6,7 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <map>
 #include <vector>
 
 #include "mptrain/comm.hpp"
@@ -60,7 +61,11 @@ BOOST_AUTO_TEST_CASE(every_layout_of_the_world) {
         }
       }
     }
-  BOOST_TEST(layouts >= 1);
+  // Ordered factorisations tp x pp x dp of the world size (grid_mpi.sh runs 1, 2, 3, 4, 6, 8).
+  const std::map<int, int> factorisations{{1, 1}, {2, 3}, {3, 3}, {4, 6}, {5, 3},
+                                          {6, 9}, {7, 3}, {8, 10}};
+  BOOST_REQUIRE(factorisations.count(W) == 1);
+  BOOST_TEST(layouts == factorisations.at(W));
 }
 
 BOOST_AUTO_TEST_CASE(traffic_is_counted_per_axis) {

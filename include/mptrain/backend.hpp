@@ -172,7 +172,8 @@ double cuda_measure_sgemm_tflops(int device, int m, int n, int k, bool tf32, boo
 // The backend a rank uses: `kind` is cpu, cuda or auto (CUDA when a device is visible); CUDA
 // ranks take device node_rank % device_count. `threads` = OpenMP threads for the CPU backend
 // (0 = the cores the launcher bound this rank to, or, for an unbound rank, the node's cores /
-// node_size). Throws InputError when cuda is asked for but absent.
+// node_size). Throws InputError when cuda is asked for but absent, and when the CUDA options
+// ask for tf32 or bf16 but the rank resolves to the CPU (which computes in fp32 only).
 std::unique_ptr<Backend> select_backend(const std::string& kind, int threads, int node_rank,
                                         int node_size);
 // The same with the CUDA precision options ([device] tf32 / precision); cuda.device is ignored

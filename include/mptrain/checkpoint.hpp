@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "mptrain/comm.hpp"
+#include "mptrain/deck.hpp"
 #include "mptrain/error.hpp"
 #include "mptrain/tensor.hpp"
 
@@ -78,6 +79,13 @@ CheckpointMeta read_checkpoint_meta(const Comm& comm, const std::string& path);
 // stored global shape and the checksum. Throws CheckpointError naming the tensor.
 void read_checkpoint_tensors(const Comm& comm, const std::string& path,
                              const CheckpointTensors& tensors);
+
+// Not collective: the restart's model check. Throws CheckpointError (naming `path`) unless the
+// [model] section stored in `meta` parses and gives the same n_layer, n_head, n_embd, seq_len
+// and vocab_size as `model`. (Other sections may differ: they may gain or lose keys between
+// versions.)
+void check_checkpoint_model(const std::string& path, const CheckpointMeta& meta,
+                            const ModelConfig& model);
 
 // The tensors of a GPT-2 model as stored under /model (and, identically, /optim/m and
 // /optim/v), in model order: wte [V,C], wpe [T,C], per layer h.{i}.ln_1.{weight,bias} [C],

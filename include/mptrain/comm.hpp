@@ -33,7 +33,9 @@ class MpiSession {
   MpiSession& operator=(const MpiSession&) = delete;
 };
 
-// A pending non-blocking operation. wait() is idempotent; the destructor waits.
+// A pending non-blocking operation. wait() is idempotent; the destructor waits. A request may
+// own the buffer its operation reads (Comm::isend of a shared buffer): it keeps it alive until
+// the operation has completed and lets go of it in the first wait().
 class Request {
  public:
   Request();
@@ -103,6 +105,10 @@ class Comm {
   std::vector<std::string> allgather_strings(const std::string& s) const;
   // Point to point (not collective). isend's buffer must stay alive until the request completes.
   Request isend(std::span<const float> data, int dest, int tag) const;
+  // The same, sending all of *buffer, which the returned request holds until the send has
+  // completed: the caller may drop its own reference at once (a staging copy), and can tell
+  // the buffer is free again when it is the only holder left (use_count() == 1).
+  Request isend(std::shared_ptr<const std::vector<float>> buffer, int dest, int tag) const;
   void recv(std::span<float> data, int source, int tag) const;
 
   // Not collective: MPI_Abort of every rank in the job.

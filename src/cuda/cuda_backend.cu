@@ -133,6 +133,13 @@ class CudaBackend final : public Backend {
     MPT_CUDA_CHECK(cudaSetDevice(device_));
     cudaDeviceProp prop;
     MPT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+    // The default build also targets sm_75 (Turing), where cuBLAS has no bf16 products and
+    // TF32 does not exist (cuBLAS quietly computes fp32): refuse rather than mislabel.
+    if ((bf16_ || tf32_) && prop.major < 8)
+      throw InputError(std::string("[device] precision = ") + (bf16_ ? "bf16" : "tf32") +
+                       " needs a GPU of compute capability 8.0 or newer; " + prop.name + " is " +
+                       std::to_string(prop.major) + "." + std::to_string(prop.minor) +
+                       " (use precision = fp32)");
     name_ = std::string("cuda (") + prop.name;
     if (bf16_) name_ += ", bf16 gemm";
     if (tf32_) name_ += ", tf32";

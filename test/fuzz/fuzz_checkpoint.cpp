@@ -1,10 +1,13 @@
 // libFuzzer harness for the checkpoint reader (test/fuzz_run.sh builds and runs it).
-// Each input is written to a file and read on MPI_COMM_SELF as a restart does: the root
-// attributes (read_checkpoint_meta), the stored deck (parse_deck_text, as the model check
-// does), then the /model tensors of the tiny model the seed corpus was written for
-// (test/bad_files tiny-checkpoint: 1 layer, n_embd 4, seq_len 4, vocab 16). The contract under
-// test (checkpoint.hpp): an unusable file throws CheckpointError (an InputError); anything
-// else (another exception, a crash, a sanitizer report, fatal()) is a finding.
+// Each input is written to a file and read on MPI_COMM_SELF along the whole path a restart
+// takes (Run::restore_checkpoint): the root attributes and the /optim step
+// (read_checkpoint_meta), the model check of the stored [model] section
+// (check_checkpoint_model), then every tensor of /model, /optim/m and /optim/v of the tiny
+// model the seed corpus was written for (test/bad_files tiny-checkpoint: 1 layer, n_head 2,
+// n_embd 4, seq_len 4, vocab 16). The whole stored deck is parsed too, as mptrain-ckpt info
+// does. The contract under test (checkpoint.hpp): an unusable file throws CheckpointError (an
+// InputError); anything else (another exception, a crash, a sanitizer report, fatal()) is a
+// finding.
 #include <unistd.h>
 
 #include <cstdint>
@@ -22,7 +25,7 @@ namespace {
 
 std::string path;
 
-// The tiny model's tensors, each held whole by this rank.
+// The tiny model's tensors for one group, each held whole by this rank.
 struct Tensors {
   std::vector<std::vector<float>> host;
   std::vector<mptrain::TensorIO> views;
@@ -42,6 +45,16 @@ struct Tensors {
   }
 };
 
+mptrain::ModelConfig tiny_model() {
+  mptrain::ModelConfig model;
+  model.n_layer = 1;
+  model.n_head = 2;
+  model.n_embd = 4;
+  model.seq_len = 4;
+  model.vocab_size = 16;
+  return model;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
@@ -58,7 +71,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::abort();
     }
   }
-  static Tensors tensors;
+  static Tensors model, adam_m, adam_v;
+  static const mptrain::ModelConfig expected = tiny_model();
   const mptrain::Comm self = mptrain::Comm::self();
   try {
     const mptrain::CheckpointMeta meta = mptrain::read_checkpoint_meta(self, path);
@@ -66,7 +80,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       mptrain::parse_deck_text(meta.deck_text, path + " (stored deck)");
     } catch (const mptrain::InputError&) {
     }
-    mptrain::read_checkpoint_tensors(self, path, {tensors.views, {}, {}});
+    mptrain::check_checkpoint_model(path, meta, expected);
+    mptrain::read_checkpoint_tensors(self, path, {model.views, adam_m.views, adam_v.views});
   } catch (const mptrain::CheckpointError&) {
   } catch (const mptrain::InputError& e) {
     std::fprintf(stderr, "fuzz_checkpoint: an InputError that is not a CheckpointError: %s\n",
