@@ -7,6 +7,8 @@
 #   fuzz_checkpoint  bytes -> a file -> the whole restart read: read_checkpoint_meta (with the
 #                    /optim step), the stored deck, check_checkpoint_model, and every tensor
 #                    of /model, /optim/m and /optim/v; only CheckpointError may escape
+#   fuzz_safetensors bytes -> the safetensors reader, in memory and from a file; only
+#                    InputError may escape, and the two readings must agree
 # For each harness, in order:
 #   1. the inputs that once broke mptrain (test/fuzz/regressions/NAME/) must run cleanly;
 #   2. each documented HDF5 defect (test/fuzz/upstream/NAME/X.h5, described in X.txt, whose
@@ -34,7 +36,7 @@
 # llvm-14) the test is skipped (77), unless MPTRAIN_NO_SKIP=1 (which .ci/run sets) or CI=true,
 # where that is a failure.
 #   MPTRAIN_FUZZ_SECONDS  seconds of fuzzing per harness (default 10). test/run-test.sh adds
-#                         three times this to the test's time limit, so long runs
+#                         four times this to the test's time limit, so long runs
 #                         (e.g. MPTRAIN_FUZZ_SECONDS=300) are not cut short.
 #   MPTRAIN_FUZZ_ONLY     fuzz only these harnesses (e.g. "dataset checkpoint"); the replays of
 #                         steps 1 and 2 still run for all
@@ -49,7 +51,7 @@ cd "$work" || exit 99
 seconds=${MPTRAIN_FUZZ_SECONDS:-10}
 seed=${MPTRAIN_FUZZ_SEED:-1}
 fuzz_dir=$top_srcdir/test/fuzz
-harnesses=(deck dataset checkpoint)
+harnesses=(deck dataset checkpoint safetensors)
 only=${MPTRAIN_FUZZ_ONLY:-${harnesses[*]}}
 case $seconds in
   '' | *[!0-9]* | 0) echo "FAIL: MPTRAIN_FUZZ_SECONDS must be a positive number, not '$seconds'"; exit 1 ;;
@@ -137,7 +139,8 @@ fi
 # checkpoint*.cpp: the reader may be split). Anything else they happen to reference comes,
 # uninstrumented, from the build's own libmptrain, linked after them as a fallback (the
 # definitions in the objects take precedence).
-sources=(src/error.cpp src/comm.cpp src/h5util.cpp src/deck.cpp src/data.cpp src/init.cpp)
+sources=(src/error.cpp src/comm.cpp src/h5util.cpp src/deck.cpp src/data.cpp src/init.cpp
+         src/io/safetensors.cpp)
 for f in "$top_srcdir"/src/checkpoint*.cpp; do sources+=("src/${f##*/}"); done
 fallback=()
 libs_dir=$top_builddir/.libs

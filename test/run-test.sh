@@ -22,7 +22,7 @@
 #   * Absolute top_srcdir and top_builddir (set by Makefile.am), for data and programs.
 #   * A wall-clock limit, so nothing can hang CI: MPTRAIN_TEST_TIMEOUT seconds (default 900),
 #     plus, for a test whose running time the user chooses, that time: test/fuzz_run.sh gets
-#     3 x MPTRAIN_FUZZ_SECONDS more (it fuzzes three harnesses that long each). On expiry the
+#     4 x MPTRAIN_FUZZ_SECONDS more (it fuzzes four harnesses that long each). On expiry the
 #     test and every process it started get SIGTERM, then SIGKILL 30 s later, and the test
 #     fails with status 124.
 # The exit status is the test's own: 0 pass, 77 skip, 99 hard error, anything else fail.
@@ -98,7 +98,7 @@ case $name in
     # A value that is not a number is the test's to refuse; the limit stays the base one.
     case $fuzz_seconds in
       '' | *[!0-9]*) ;;
-      *) limit=$((limit + 3 * fuzz_seconds)) ;;
+      *) limit=$((limit + 4 * fuzz_seconds)) ;;
     esac ;;
 esac
 
