@@ -256,8 +256,9 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
   if (tokens) run_options.train_data = &*tokens;
 
   std::unique_ptr<Run> run = build_run(deck, Comm::world(), run_options);  // collective
-  const Deck& d = run->deck;
-  const Layout& L = run->grid.layout();
+  // Copies: the run is released before the profiled pass, and these outlive it.
+  const Deck d = run->deck;
+  const Layout L = run->grid.layout();
   const LayerShape shape = run->model->shape();
   const int micro_batches = run->schedule->micro_batches();
   const int local_layers = run->model->local_layers();
