@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "mptrain/backend.hpp"
-#include "mptrain/tensor.hpp"
+#include "mptrain/backend/backend.hpp"
+#include "mptrain/backend/tensor.hpp"
 
 namespace ref {
 

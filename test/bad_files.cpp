@@ -31,11 +31,11 @@
 #include <string>
 #include <vector>
 
-#include "mptrain/checkpoint.hpp"
-#include "mptrain/comm.hpp"
-#include "mptrain/data.hpp"
-#include "mptrain/deck.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/io/checkpoint.hpp"
+#include "mptrain/parallel/comm.hpp"
+#include "mptrain/io/data.hpp"
+#include "mptrain/io/deck.hpp"
+#include "mptrain/core/error.hpp"
 
 namespace {
 

@@ -139,9 +139,9 @@ fi
 # checkpoint*.cpp: the reader may be split). Anything else they happen to reference comes,
 # uninstrumented, from the build's own libmptrain, linked after them as a fallback (the
 # definitions in the objects take precedence).
-sources=(src/error.cpp src/comm.cpp src/h5util.cpp src/deck.cpp src/data.cpp src/init.cpp
-         src/io/safetensors.cpp)
-for f in "$top_srcdir"/src/checkpoint*.cpp; do sources+=("src/${f##*/}"); done
+sources=(src/core/error.cpp src/core/rng.cpp src/parallel/comm.cpp src/io/h5util.cpp src/io/deck.cpp
+         src/io/data.cpp src/io/safetensors.cpp)
+for f in "$top_srcdir"/src/io/checkpoint*.cpp; do sources+=("src/io/${f##*/}"); done
 fallback=()
 libs_dir=$top_builddir/.libs
 if [ -f "$libs_dir/libmptrain.so" ]; then

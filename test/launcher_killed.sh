@@ -1,6 +1,6 @@
 #!/bin/bash
 # A rank whose launcher has died stops at once and writes nothing more (the launcher watchdog,
-# include/mptrain/watchdog.hpp). 4 ranks (dp2·tp2) checkpoint every 2 steps and pause after
+# include/mptrain/parallel/watchdog.hpp). 4 ranks (dp2·tp2) checkpoint every 2 steps and pause after
 # step 5 (--test-hook=pause:5: every rank has written its PID and waits for a signal). The test
 # then kills mpirun with SIGKILL, waits until it has been reaped (from then on every rank's
 # parent has changed), and wakes the ranks with SIGUSR1, as a preemption warning would: left

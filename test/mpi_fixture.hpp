@@ -4,7 +4,7 @@
 
 #include <boost/test/unit_test.hpp>
 
-#include "mptrain/comm.hpp"
+#include "mptrain/parallel/comm.hpp"
 
 struct MpiFixture {
   MpiFixture()

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "backend_test_support.hpp"
-#include "mptrain/backend.hpp"
-#include "mptrain/tensor.hpp"
+#include "mptrain/backend/backend.hpp"
+#include "mptrain/backend/tensor.hpp"
 
 using mptrain::Buffer;
 using namespace support;
@@ -54,7 +54,7 @@ BOOST_DATA_TEST_CASE(fused_gelu_bias_backward, kThreadCounts, threads) {
     be->Backend::gelu_bias_backward(G2.data(), DB2.data(), P.data(), D2.data(), s.rows, s.cols);
     BOOST_TEST(bit_identical(G1.to_host(), G2.to_host()), "dinp");
     BOOST_TEST(bit_identical(DB1.to_host(), DB2.to_host()), "dbias");
-    // In place (dinp == dout), as src/layers.cpp calls it.
+    // In place (dinp == dout), as src/model/layers.cpp calls it.
     Buffer DB3 = upload(*be, db0);
     be->gelu_bias_backward(D1.data(), DB3.data(), P.data(), D1.data(), s.rows, s.cols);
     BOOST_TEST(bit_identical(D1.to_host(), G2.to_host()), "dinp aliasing dout");

@@ -26,11 +26,11 @@
 #include <string>
 #include <vector>
 
-#include "../src/h5util.hpp"
-#include "mptrain/checkpoint.hpp"
-#include "mptrain/comm.hpp"
+#include "io/h5util.hpp"
+#include "mptrain/io/checkpoint.hpp"
+#include "mptrain/parallel/comm.hpp"
 #include "mpi_fixture.hpp"
-#include "mptrain/deck.hpp"
+#include "mptrain/io/deck.hpp"
 
 using namespace mptrain;
 namespace fs = std::filesystem;

@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "backend_test_support.hpp"
-#include "mptrain/backend.hpp"
-#include "mptrain/tensor.hpp"
+#include "mptrain/backend/backend.hpp"
+#include "mptrain/backend/tensor.hpp"
 
 using mptrain::Backend;
 using mptrain::Buffer;

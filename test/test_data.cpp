@@ -16,11 +16,11 @@
 #include <string>
 #include <vector>
 
-#include "../src/h5util.hpp"
-#include "mptrain/comm.hpp"
+#include "io/h5util.hpp"
+#include "mptrain/parallel/comm.hpp"
 #include "mpi_fixture.hpp"
-#include "mptrain/data.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/io/data.hpp"
+#include "mptrain/core/error.hpp"
 
 using namespace mptrain;
 namespace fs = std::filesystem;

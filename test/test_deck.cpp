@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "mptrain/deck.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/io/deck.hpp"
+#include "mptrain/core/error.hpp"
 
 using namespace mptrain;
 

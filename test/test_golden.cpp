@@ -25,10 +25,10 @@
 #include <vector>
 
 #include "mpi_fixture.hpp"
-#include "mptrain/data.hpp"
-#include "mptrain/traffic.hpp"
-#include "mptrain/trainer.hpp"
-#include "run.hpp"
+#include "mptrain/io/data.hpp"
+#include "mptrain/train/traffic.hpp"
+#include "mptrain/train/trainer.hpp"
+#include "mptrain/train/run.hpp"
 
 using namespace mptrain;
 

@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "io/gpt2_tokenizer.hpp"
+#include "mptrain/io/gpt2_tokenizer.hpp"
 #include "io/utf8.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/core/error.hpp"
 
 using namespace mptrain;
 namespace fs = std::filesystem;

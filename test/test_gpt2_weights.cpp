@@ -33,12 +33,12 @@
 #include <string>
 #include <vector>
 
-#include "io/gpt2_formats.hpp"
-#include "io/safetensors.hpp"
+#include "mptrain/io/gpt2_formats.hpp"
+#include "mptrain/io/safetensors.hpp"
 #include "mpi_fixture.hpp"
-#include "mptrain/checkpoint.hpp"
-#include "mptrain/trainer.hpp"
-#include "run.hpp"
+#include "mptrain/io/checkpoint.hpp"
+#include "mptrain/train/trainer.hpp"
+#include "mptrain/train/run.hpp"
 
 using namespace mptrain;
 using namespace mptrain::gpt2io;

@@ -9,9 +9,9 @@
 #include <map>
 #include <vector>
 
-#include "mptrain/comm.hpp"
+#include "mptrain/parallel/comm.hpp"
 #include "mpi_fixture.hpp"
-#include "mptrain/grid.hpp"
+#include "mptrain/parallel/grid.hpp"
 
 using namespace mptrain;
 

@@ -14,11 +14,11 @@
 #include <vector>
 
 #include "backend_test_support.hpp"
-#include "mptrain/comm.hpp"
+#include "mptrain/parallel/comm.hpp"
 #include "mpi_fixture.hpp"
-#include "mptrain/grid.hpp"
-#include "mptrain/init.hpp"
-#include "mptrain/layers.hpp"
+#include "mptrain/parallel/grid.hpp"
+#include "mptrain/core/rng.hpp"
+#include "mptrain/model/layers.hpp"
 
 using namespace mptrain;
 

@@ -22,8 +22,8 @@
 #include <string>
 #include <vector>
 
-#include "io/safetensors.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/io/safetensors.hpp"
+#include "mptrain/core/error.hpp"
 
 using namespace mptrain;
 namespace st = mptrain::safetensors;

@@ -20,9 +20,9 @@
 #include <vector>
 
 #include "mpi_fixture.hpp"
-#include "mptrain/backend.hpp"
-#include "mptrain/comm.hpp"
-#include "mptrain/layers.hpp"
+#include "mptrain/backend/backend.hpp"
+#include "mptrain/parallel/comm.hpp"
+#include "mptrain/model/layers.hpp"
 
 using namespace mptrain;
 

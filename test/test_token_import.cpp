@@ -15,11 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "../src/h5util.hpp"
-#include "io/token_import.hpp"
+#include "io/h5util.hpp"
+#include "mptrain/io/token_import.hpp"
 #include "mpi_fixture.hpp"
-#include "mptrain/data.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/io/data.hpp"
+#include "mptrain/core/error.hpp"
 
 using namespace mptrain;
 namespace fs = std::filesystem;

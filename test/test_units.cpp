@@ -14,11 +14,11 @@
 #include <vector>
 
 #include "mpi_fixture.hpp"
-#include "mptrain/backend.hpp"
-#include "mptrain/model.hpp"
-#include "mptrain/optimizer.hpp"
-#include "mptrain/traffic.hpp"
-#include "pipeline.hpp"
+#include "mptrain/backend/backend.hpp"
+#include "mptrain/model/model.hpp"
+#include "mptrain/model/optimizer.hpp"
+#include "mptrain/train/traffic.hpp"
+#include "mptrain/parallel/pipeline.hpp"
 
 using namespace mptrain;
 

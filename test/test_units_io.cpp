@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "mptrain/data.hpp"
-#include "mptrain/log.hpp"
+#include "mptrain/io/data.hpp"
+#include "mptrain/core/log.hpp"
 
 using namespace mptrain;
 

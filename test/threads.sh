@@ -9,7 +9,7 @@
 #      resumed with 2 threads, it ends bit for bit where the uninterrupted run ends.
 #   3. A 1-thread run against the 2-thread one, reported as a NOTE, not a check: the CPU
 #      backend's own reductions add in an order that depends only on the sizes
-#      (src/cpu/cpu_backend.cpp), but OpenBLAS promises nothing across thread counts.
+#      (src/backend/cpu/cpu_backend.cpp), but OpenBLAS promises nothing across thread counts.
 # OMP_WAIT_POLICY=passive: 4 threads on a 2-core machine must not spin against each other.
 . "$top_srcdir/test/lib.sh"
 make_data || { fail "mptrain-prep"; finish; }

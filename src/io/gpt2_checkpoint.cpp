@@ -4,11 +4,11 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "io/gpt2_formats.hpp"
-#include "mptrain/checkpoint.hpp"
-#include "mptrain/comm.hpp"
-#include "mptrain/deck.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/io/gpt2_formats.hpp"
+#include "mptrain/io/checkpoint.hpp"
+#include "mptrain/parallel/comm.hpp"
+#include "mptrain/io/deck.hpp"
+#include "mptrain/core/error.hpp"
 
 namespace mptrain::gpt2io {
 

@@ -1,6 +1,6 @@
 // GPT-2 weights in Hugging Face and llm.c form (gpt2_formats.hpp). The checkpoint side is in
 // gpt2_checkpoint.cpp.
-#include "io/gpt2_formats.hpp"
+#include "mptrain/io/gpt2_formats.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -15,9 +15,9 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "io/safetensors.hpp"
-#include "mptrain/checkpoint.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/io/safetensors.hpp"
+#include "mptrain/io/checkpoint.hpp"
+#include "mptrain/core/error.hpp"
 
 namespace mptrain::gpt2io {
 

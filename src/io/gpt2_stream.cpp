@@ -9,9 +9,9 @@
 #include <exception>
 #include <istream>
 
-#include "io/gpt2_tokenizer.hpp"
+#include "mptrain/io/gpt2_tokenizer.hpp"
 #include "io/utf8.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/core/error.hpp"
 
 namespace mptrain {
 

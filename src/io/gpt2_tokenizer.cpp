@@ -1,7 +1,7 @@
 // GPT-2's byte-level BPE (gpt2_tokenizer.hpp): loading encoder.json and vocab.bpe, the
 // pre-tokenizer (PCRE2), the merge loop, safe cuts. The streaming driver is gpt2_stream.cpp.
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "io/gpt2_tokenizer.hpp"
+#include "mptrain/io/gpt2_tokenizer.hpp"
 
 #include <pcre2.h>
 
@@ -16,7 +16,7 @@
 #include <sstream>
 
 #include "io/utf8.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/core/error.hpp"
 
 namespace mptrain {
 namespace {

@@ -1,7 +1,7 @@
 // The safetensors format (safetensors.hpp): header parsing and validation with nlohmann-json,
 // dtype widening to float32, and the writer. The format is little-endian; so are the machines
 // mptrain runs on (checked at compile time), so values are copied, not byte-swapped.
-#include "io/safetensors.hpp"
+#include "mptrain/io/safetensors.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "mptrain/error.hpp"
+#include "mptrain/core/error.hpp"
 
 namespace mptrain::safetensors {
 

@@ -1,6 +1,6 @@
 // Token files made by other tools (token_import.hpp): llm.c shards and raw uint16 arrays.
 // Values are assembled from little-endian bytes, so the host's byte order does not matter.
-#include "io/token_import.hpp"
+#include "mptrain/io/token_import.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "mptrain/error.hpp"
+#include "mptrain/core/error.hpp"
 
 namespace mptrain {
 namespace {

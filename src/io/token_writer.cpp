@@ -8,10 +8,10 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "h5util.hpp"
+#include "io/h5util.hpp"
 #include "io/dataset_format.hpp"
-#include "mptrain/data.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/io/data.hpp"
+#include "mptrain/core/error.hpp"
 
 namespace mptrain {
 namespace {

@@ -11,9 +11,9 @@
 #include <memory>
 #include <string>
 
-#include "mptrain/comm.hpp"
-#include "mptrain/data.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/parallel/comm.hpp"
+#include "mptrain/io/data.hpp"
+#include "mptrain/core/error.hpp"
 
 namespace {
 std::string path;

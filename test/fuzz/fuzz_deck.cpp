@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "mptrain/deck.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/io/deck.hpp"
+#include "mptrain/core/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string input(reinterpret_cast<const char*>(data), size);

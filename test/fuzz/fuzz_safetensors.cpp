@@ -17,8 +17,8 @@
 #include <string_view>
 #include <vector>
 
-#include "io/safetensors.hpp"
-#include "mptrain/error.hpp"
+#include "mptrain/io/safetensors.hpp"
+#include "mptrain/core/error.hpp"
 
 namespace st = mptrain::safetensors;
 

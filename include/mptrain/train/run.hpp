@@ -1,0 +1,86 @@
+// One training run's state, shared by the driver (trainer.cpp) and the checkpoint glue
+// (run_checkpoint.cpp): the grid, backend, data, model, optimizer and schedule, and where the
+// run stands (step, tokens, sampler position).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "mptrain/backend/backend.hpp"
+#include "mptrain/io/checkpoint.hpp"
+#include "mptrain/io/data.hpp"
+#include "mptrain/io/deck.hpp"
+#include "mptrain/parallel/grid.hpp"
+#include "mptrain/model/model.hpp"
+#include "mptrain/model/optimizer.hpp"
+#include "mptrain/train/traffic.hpp"
+#include "mptrain/train/test_hooks.hpp"
+#include "mptrain/parallel/pipeline.hpp"
+
+namespace mptrain {
+
+struct Run {
+  Deck deck;  // resolved: dp and vocab_size filled in
+  Grid grid;
+  std::unique_ptr<Backend> backend;
+  TokenDataset train_data;
+  std::optional<TokenDataset> val_data;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Optimizer> optimizer;
+  std::unique_ptr<PipelineSchedule> schedule;
+  std::unique_ptr<SequentialSampler> sampler;
+  long step = 0;
+  int64_t tokens_seen = 0;
+  long last_saved_step = -1;
+  TestHooks hooks;  // --test-hook options (none outside tests)
+
+  Run(const Deck& d, Comm world, Layout layout) : deck(d), grid(std::move(world), layout) {}
+  bool is_root() const { return grid.world().rank() == 0; }
+  std::string layout_text() const;
+  // Collective: the restart part of restart(); true when a checkpoint was restored.
+  bool resume();
+
+  // Collective: writes DIR/step_N.h5 and prints its size, time and bandwidth (rank 0).
+  void save_checkpoint();
+  // Collective: restores the model, optimizer and sampler from `path`. Throws CheckpointError
+  // (on every rank) when the file is unusable or was written for another model.
+  void restore_checkpoint(const std::string& path);
+  // Collective: applies [checkpoint] restart (auto, none, or a file). Under auto, damaged
+  // checkpoints are refused with their reason and the next older one is tried. When nothing
+  // was restored and [checkpoint] init names a file, the model starts from it (init_model).
+  void restart();
+  // Collective: loads only the /model tensors of `path` (any layout wrote it) into this run,
+  // which stays at step 0 with a fresh optimizer and the sampler at the start. The stored
+  // [model] must match the deck's, except that seq_len may be shorter than the stored wpe
+  // rows (the first seq_len positions are read). Throws CheckpointError on every rank.
+  void init_model(const std::string& path);
+};
+
+// What the algorithm must send per training step from this rank, per axis: step_traffic()
+// (traffic.hpp) for this rank's deck and place in the grid. Not collective.
+StepTraffic analytic_traffic(const Run& run);
+// Collective over the world: every rank compares `measured` (its counters over `steps_run`
+// training steps) with steps_run times its analytic payload; rank 0 prints the per-axis table
+// (payload measured and analytic, wire bytes, waiting time) and the line "comm-check: ok ..."
+// or "comm-check: MISMATCH ...".
+void report_communication(const Run& run, const CommCounters& measured, long steps_run);
+
+// What build_run() may do differently from training (the benchmark uses both).
+struct RunOptions {
+  // Used instead of loading [data] train (then [data] train is only a name).
+  const TokenDataset* train_data = nullptr;
+  // Wraps the backend select_backend() chose (e.g. in a timing decorator) before anything
+  // is allocated with it.
+  std::function<std::unique_ptr<Backend>(std::unique_ptr<Backend>)> wrap_backend;
+  // The --test-hook options of mptrain (include/mptrain/train/test_hooks.hpp).
+  TestHooks hooks;
+};
+
+// Collective over world: deck -> layout check -> grid -> data -> backend -> model ->
+// optimizer -> schedule, exactly as mptrain trains. Throws InputError (on every rank) for
+// problems with the deck or the data.
+std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& options = {});
+
+}  // namespace mptrain

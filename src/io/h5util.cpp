@@ -1,0 +1,217 @@
+// HDF5 helpers (see h5util.hpp): turning HDF5's error stack into exceptions with a useful
+// reason, opening and creating files, and reading/writing the scalar attributes datasets and
+// checkpoints carry.
+#include "io/h5util.hpp"
+
+#include <cstring>
+#include <vector>
+
+namespace mptrain::h5 {
+
+Error::Error(std::string operation, std::string reason)
+    : std::runtime_error(reason.empty() ? operation : operation + ": " + reason),
+      operation_(std::move(operation)),
+      reason_(std::move(reason)) {}
+
+void quiet() {
+  // Failures are reported by the exceptions we throw; HDF5's own multi-line stack dump on every
+  // rank would only bury that message.
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
+
+namespace {
+
+// Collects the description of the first frame visited by an upward walk, which HDF5 defines as
+// the innermost one: where the failure was detected, the most specific text on the stack.
+herr_t take_innermost(unsigned n, const H5E_error2_t* frame, void* client) {
+  auto* out = static_cast<std::string*>(client);
+  if (n != 0 || frame == nullptr) return 0;
+  if (frame->desc != nullptr && frame->desc[0] != '\0') {
+    *out = frame->desc;
+  }
+  // The minor message classifies the failure ("file signature not found", "object not found")
+  // and often says more than the description alone.
+  char minor[256] = {0};
+  if (H5Eget_msg(frame->min_num, nullptr, minor, sizeof minor) > 0 && minor[0] != '\0') {
+    if (out->empty()) {
+      *out = minor;
+    } else if (out->find(minor) == std::string::npos) {
+      *out += std::string(" (") + minor + ")";
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string last_error() {
+  std::string innermost;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, take_innermost, &innermost);
+  return innermost;
+}
+
+void throw_error(const std::string& what) { throw Error(what, last_error()); }
+
+File open_file(const std::string& path, unsigned flags, hid_t fapl) {
+  quiet();
+  return File(check(H5Fopen(path.c_str(), flags, fapl), "open " + path));
+}
+
+File create_file(const std::string& path, hid_t fapl) {
+  quiet();
+  // The HDF5 1.8 file format (superblock and object headers version 2) instead of the oldest
+  // one: its metadata carries checksums, so a damaged header is refused when it is loaded,
+  // before HDF5 decodes its messages (which HDF5 1.10 does without bounds checks). Readable
+  // by HDF5 1.8 and later.
+  PropList access(check(fapl == H5P_DEFAULT ? H5Pcreate(H5P_FILE_ACCESS) : H5Pcopy(fapl),
+                        "file access list for " + path));
+  check(H5Pset_libver_bounds(access, H5F_LIBVER_V18, H5F_LIBVER_V18),
+        "file format bounds for " + path);
+  return File(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access), "create " + path));
+}
+
+bool link_exists(hid_t loc, const std::string& path) {
+  // H5Lexists fails (rather than answering false) when an intermediate group is missing, so
+  // walk the path one component at a time.
+  std::string prefix;
+  size_t start = 0;
+  if (!path.empty() && path[0] == '/') {
+    prefix = "/";
+    start = 1;
+  }
+  while (start <= path.size()) {
+    size_t slash = path.find('/', start);
+    std::string part =
+        path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (!part.empty()) {
+      prefix += part;
+      htri_t there = H5Lexists(loc, prefix.c_str(), H5P_DEFAULT);
+      if (there <= 0) return false;
+      prefix += "/";
+    }
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return true;
+}
+
+uint64_t file_size_of(hid_t obj) {
+  File file(check(H5Iget_file_id(obj), "file of object"));
+  hsize_t size = 0;
+  check(H5Fget_filesize(file, &size), "size of file");
+  return size;
+}
+
+bool has_attr(hid_t obj, const std::string& name) {
+  return check(H5Aexists(obj, name.c_str()), "check attribute " + name) > 0;
+}
+
+namespace {
+
+// Creates (replacing any existing one) a scalar attribute of the given file type.
+Attribute create_scalar_attr(hid_t obj, const std::string& name, hid_t file_type) {
+  if (has_attr(obj, name)) {
+    check(H5Adelete(obj, name.c_str()), "replace attribute " + name);
+  }
+  Dataspace scalar(check(H5Screate(H5S_SCALAR), "create dataspace for attribute " + name));
+  return Attribute(check(H5Acreate2(obj, name.c_str(), file_type, scalar, H5P_DEFAULT, H5P_DEFAULT),
+                         "create attribute " + name));
+}
+
+// Opens an attribute that must hold exactly one element of the given type class.
+Attribute open_single_attr(hid_t obj, const std::string& name, H5T_class_t want,
+                           const char* want_text, Datatype& stored_type) {
+  Attribute attr(check(H5Aopen(obj, name.c_str(), H5P_DEFAULT), "open attribute " + name));
+  stored_type = Datatype(check(H5Aget_type(attr), "type of attribute " + name));
+  if (H5Tget_class(stored_type) != want) {
+    throw Error("read attribute " + name, std::string("not ") + want_text);
+  }
+  Dataspace space(check(H5Aget_space(attr), "dataspace of attribute " + name));
+  hssize_t n = check(H5Sget_simple_extent_npoints(space), "size of attribute " + name);
+  if (n != 1) {
+    throw Error("read attribute " + name,
+                "holds " + std::to_string(n) + " values, expected a single " + want_text);
+  }
+  return attr;
+}
+
+template <class T>
+void write_number_attr(hid_t obj, const std::string& name, T value, hid_t file_type,
+                       hid_t mem_type) {
+  Attribute attr = create_scalar_attr(obj, name, file_type);
+  check(H5Awrite(attr, mem_type, &value), "write attribute " + name);
+}
+
+template <class T>
+T read_number_attr(hid_t obj, const std::string& name, hid_t mem_type) {
+  Datatype stored;
+  Attribute attr = open_single_attr(obj, name, H5T_INTEGER, "an integer", stored);
+  // Only the integer types a writer can produce (1 to 8 bytes) are converted; a damaged type
+  // message can claim any size.
+  const size_t size = H5Tget_size(stored);
+  if (size < 1 || size > sizeof(int64_t))
+    throw Error("read attribute " + name, "a " + std::to_string(size) + "-byte integer type");
+  T value{};
+  // HDF5 converts whatever integer width/sign is stored to the requested native type.
+  check(H5Aread(attr, mem_type, &value), "read attribute " + name);
+  return value;
+}
+
+}  // namespace
+
+void write_string_attr(hid_t obj, const std::string& name, const std::string& value) {
+  // Fixed-length, NUL-padded: a zero-size string type is not allowed, so "" is stored as one
+  // NUL byte and read back as "".
+  Datatype type(check(H5Tcopy(H5T_C_S1), "string type for attribute " + name));
+  check(H5Tset_size(type, value.empty() ? 1 : value.size()), "string size for attribute " + name);
+  check(H5Tset_strpad(type, H5T_STR_NULLPAD), "string padding for attribute " + name);
+  Attribute attr = create_scalar_attr(obj, name, type);
+  std::string buffer = value.empty() ? std::string(1, '\0') : value;
+  check(H5Awrite(attr, type, buffer.data()), "write attribute " + name);
+}
+
+std::string read_string_attr(hid_t obj, const std::string& name) {
+  Datatype stored;
+  Attribute attr = open_single_attr(obj, name, H5T_STRING, "a string", stored);
+  htri_t variable = check(H5Tis_variable_str(stored), "string kind of attribute " + name);
+  Datatype mem(check(H5Tcopy(H5T_C_S1), "string type for attribute " + name));
+  if (variable > 0) {
+    check(H5Tset_size(mem, H5T_VARIABLE), "string size for attribute " + name);
+    char* text = nullptr;
+    check(H5Aread(attr, mem, &text), "read attribute " + name);
+    std::string value = text != nullptr ? std::string(text) : std::string();
+    if (text != nullptr) H5free_memory(text);
+    return value;
+  }
+  size_t size = H5Tget_size(stored);
+  if (size == 0) throw_error("size of attribute " + name);
+  // The buffer is sized by the file: a damaged type message must not make us allocate more
+  // than the whole file could hold.
+  if (size > file_size_of(obj))
+    throw Error("read attribute " + name, "a " + std::to_string(size) +
+                                              "-byte string, larger than the file");
+  check(H5Tset_size(mem, size), "string size for attribute " + name);
+  check(H5Tset_strpad(mem, H5T_STR_NULLPAD), "string padding for attribute " + name);
+  std::vector<char> buffer(size, '\0');
+  check(H5Aread(attr, mem, buffer.data()), "read attribute " + name);
+  // Stored strings may be NUL-terminated or NUL-padded; either way the text ends at the first NUL.
+  return std::string(buffer.data(), strnlen(buffer.data(), size));
+}
+
+void write_int_attr(hid_t obj, const std::string& name, int64_t value) {
+  write_number_attr(obj, name, value, H5T_STD_I64LE, H5T_NATIVE_INT64);
+}
+
+int64_t read_int_attr(hid_t obj, const std::string& name) {
+  return read_number_attr<int64_t>(obj, name, H5T_NATIVE_INT64);
+}
+
+void write_uint_attr(hid_t obj, const std::string& name, uint64_t value) {
+  write_number_attr(obj, name, value, H5T_STD_U64LE, H5T_NATIVE_UINT64);
+}
+
+uint64_t read_uint_attr(hid_t obj, const std::string& name) {
+  return read_number_attr<uint64_t>(obj, name, H5T_NATIVE_UINT64);
+}
+
+}  // namespace mptrain::h5

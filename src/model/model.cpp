@@ -1,0 +1,120 @@
+// One pipeline stage of GPT-2: registers this rank's parameter shards in a fixed order
+// (embeddings, blocks, final LayerNorm — so gradients become final from the top of the flat
+// buffer down during backward, which the DP buckets rely on), allocates the activations of
+// the micro-batches in flight, and runs forward, loss and backward over its layers.
+#include "mptrain/model/model.hpp"
+
+#include "mptrain/core/error.hpp"
+
+namespace mptrain {
+
+Model::Model(Backend& backend, const Grid& grid, const ModelConfig& config, int micro_batch,
+             int slots, uint64_t seed)
+    : be_(backend), grid_(grid), collectives_(backend) {
+  MPT_CHECK(config.vocab_size > 0, "Model needs a resolved vocab_size");
+  shape_.B = micro_batch;
+  shape_.T = config.seq_len;
+  shape_.C = config.n_embd;
+  shape_.n_head = config.n_head;
+  shape_.vocab = config.vocab_size;
+  shape_.tp = grid.layout().tp;
+  shape_.tp_rank = grid.tp_rank();
+  const int per_stage = config.n_layer / grid.layout().pp;
+  first_layer_ = grid.pp_rank() * per_stage;
+
+  ParamBuilder pb(params_, shape_, grid.dp_rank() == 0);
+  if (grid.first_stage()) {
+    embedding_ = std::make_unique<Embedding>();
+    embedding_->register_params(pb, shape_);
+    wte_ = embedding_->wte;
+  } else if (grid.last_stage()) {
+    // The last stage's copy of the tied embedding: same global tensor, written by stage 0.
+    wte_ = pb.vocab_sharded("wte", shape_.C, 0.02f, false, false);
+  }
+  blocks_.resize(per_stage);
+  for (int l = 0; l < per_stage; ++l)
+    blocks_[l].register_params(pb, shape_, first_layer_ + l, config.n_layer);
+  if (grid.last_stage()) {
+    head_ = std::make_unique<Head>();
+    head_->register_params(pb, shape_, wte_);
+  }
+  params_.allocate(be_, static_cast<size_t>(grid.layout().dp));
+  params_.initialize(seed);
+
+  acts_.resize(slots);
+  for (int s = 0; s < slots; ++s) {
+    acts_[s].reserve(per_stage);
+    for (int l = 0; l < per_stage; ++l) acts_[s].emplace_back(be_, shape_);
+    input_.emplace_back(be_, activation_size());
+    tokens_.emplace_back(be_, size_t(shape_.N()));
+    targets_.emplace_back(be_, size_t(shape_.N()));
+  }
+  scratch_ = std::make_unique<BlockScratch>(be_, shape_);
+  if (head_) head_work_ = std::make_unique<Head::Work>(be_, shape_);
+  dres_ = Buffer(be_, activation_size());
+}
+
+size_t Model::activation_elements() const {
+  size_t n = dres_.size() + scratch_->elements() + (head_work_ ? head_work_->elements() : 0);
+  for (const auto& slot : acts_)
+    for (const BlockActivations& a : slot) n += a.elements();
+  for (const Buffer& b : input_) n += b.size();
+  return n;
+}
+
+size_t Model::token_elements() const {
+  size_t n = 0;
+  for (const IntBuffer& b : tokens_) n += b.size();
+  for (const IntBuffer& b : targets_) n += b.size();
+  return n;
+}
+
+void Model::set_tokens(int slot, const int32_t* inputs, const int32_t* targets) {
+  be_.to_device_int(tokens_[slot].data(), inputs, size_t(shape_.N()));
+  be_.to_device_int(targets_[slot].data(), targets, size_t(shape_.N()));
+}
+
+const float* Model::stage_output(int slot) const {
+  return blocks_.empty() ? input_[slot].data() : acts_[slot].back().out.data();
+}
+
+void Model::forward(int slot) {
+  if (embedding_)
+    embedding_->forward(be_, collectives_, grid_, params_, shape_, tokens_[slot].data(),
+                        input_[slot].data());  // collective over TP
+  const float* x = input_[slot].data();
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    blocks_[l].forward(be_, collectives_, grid_, params_, shape_, x, acts_[slot][l]);  // TP
+    x = acts_[slot][l].out.data();
+  }
+}
+
+double Model::loss(int slot, float loss_scale, bool backward) {
+  MPT_CHECK(head_ != nullptr, "loss() on a stage without the head");
+  return head_->forward_backward(be_, collectives_, grid_, params_, shape_, stage_output(slot),
+                                 targets_[slot].data(), loss_scale, backward, *head_work_,
+                                 dres_.data());  // collective over TP
+}
+
+std::vector<float> Model::logits_row(int position) const {
+  MPT_CHECK(head_work_ != nullptr, "logits_row() on a stage without the head");
+  std::vector<float> row(size_t(shape_.vocab_owned()));
+  be_.to_host(row.data(), head_work_->logits.data() + size_t(position) * shape_.Vl(), row.size());
+  return row;
+}
+
+void Model::backward(int slot, const std::function<void(size_t)>& grads_ready) {
+  if (head_) grads_ready(params_.infos()[head_->lnf_w].offset);
+  for (int l = static_cast<int>(blocks_.size()) - 1; l >= 0; --l) {
+    const float* x = l == 0 ? input_[slot].data() : acts_[slot][l - 1].out.data();
+    blocks_[l].backward(be_, collectives_, grid_, params_, shape_, x, acts_[slot][l], *scratch_,
+                        dres_.data());  // collective over TP
+    grads_ready(params_.infos()[blocks_[l].ln1_w].offset);
+  }
+  if (embedding_) {
+    embedding_->backward(be_, params_, shape_, tokens_[slot].data(), dres_.data());
+    grads_ready(0);
+  }
+}
+
+}  // namespace mptrain
