@@ -598,4 +598,10 @@ std::string sections_text(const Deck& deck, bool model_only) {
 std::string Deck::text() const { return sections_text(*this, false); }
 std::string Deck::model_text() const { return sections_text(*this, true); }
 
+std::string Deck::value(const std::string& key) const {
+  const KeySpec* spec = find_key(key);
+  if (spec == nullptr) throw InputError(unknown_key_message(key));
+  return spec->get(*this);
+}
+
 }  // namespace mptrain
