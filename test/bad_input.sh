@@ -1,5 +1,5 @@
 #!/bin/bash
-# test/bad_input.sh -- failure behaviour (DESIGN §5.5, issue 8): bad input fails fast, with one
+# test/bad_input.sh -- failure behaviour (doc/DESIGN.md §5.5, issue 8): bad input fails fast, with one
 # clear message and the same exit status on every rank, nothing hangs, and nothing is written.
 # Run by test/run-test.sh (which exports MPIRUN, MPIRUN_FLAGS, TEST_WORKDIR, top_builddir and
 # top_srcdir). Four parts:

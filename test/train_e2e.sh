@@ -1,5 +1,5 @@
 #!/bin/bash
-# End-to-end training on one rank: the loss falls, reruns are bit-identical (DESIGN §5.2),
+# End-to-end training on one rank: the loss falls, reruns are bit-identical (doc/DESIGN.md §5.2),
 # stopping at step N and resuming gives bit-identical losses and a bit-identical final
 # checkpoint (model, AdamW moments, resume state) to an uninterrupted run (§5.3), with the
 # sequential and the shuffle sampler, and the step-0 checkpoint holds every tensor of the

@@ -1,4 +1,4 @@
-// The input deck (deck.hpp, DESIGN §4): one table describes every key once — its section, its
+// The input deck (deck.hpp, doc/DESIGN.md §4): one table describes every key once — its section, its
 // name, what values it allows, how to parse it into the Deck and how to print it back. From that
 // table we build the Boost.Program_options description ("section.key" names) used to parse the
 // deck file and the --section.key=value overrides, validate every value, and write the resolved
