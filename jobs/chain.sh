@@ -12,8 +12,8 @@
 # starts after the run has finished does nothing and ends at once. afterany: the chain goes
 # on even when a job fails or is killed (it resumes from the last complete checkpoint);
 # "scancel" the remaining job IDs to stop it. The deck and the launch are checked first
-# (MPTRAIN_DRY_RUN), here on the submitting machine, so load mptrain's modules (or set
-# MPTRAIN) before running this.
+# (MPTRAIN_DRY_RUN: mptrain --print-deck reads the deck and every override), here on the
+# submitting machine, so load mptrain's modules (or set MPTRAIN) before running this.
 # Prints the job IDs, one a line, first to last.
 set -u
 die() {
@@ -36,7 +36,8 @@ overrides=("$@")
 script=${MPTRAIN_JOB_SCRIPT:-$(dirname "$0")/mptrain-cpu.sbatch}
 [ -r "$script" ] || die "cannot read the job script $script (MPTRAIN_JOB_SCRIPT)"
 command -v sbatch >/dev/null 2>&1 || die "sbatch not found: run this where you submit Slurm jobs"
-# The job script's own checks (deck, [checkpoint] dir, mptrain), before anything is queued.
+# The job script's own checks (mptrain accepts the deck and the overrides, [checkpoint] dir),
+# before anything is queued.
 MPTRAIN_DRY_RUN=1 bash "$script" "$deck" "${overrides[@]}" >/dev/null ||
   die "the job script refused the arguments (above); nothing submitted"
 

@@ -4,7 +4,7 @@
 # with every expected key and sane values: consistent step statistics, the analytic parameter
 # and token counts, no backend allocation inside a step, exactly the analytic communication
 # bytes per axis, every memory figure equal to its analytic count. No timing thresholds
-# (DESIGN §6: performance is measured with the benchmark, never by tests).
+# (doc/DESIGN.md §6: performance is measured with the benchmark, never by tests).
 . "$top_srcdir/test/lib.sh"
 make_data || { fail "mptrain-prep"; finish; }
 deck=$top_srcdir/input/test-tiny.deck

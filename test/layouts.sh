@@ -1,5 +1,5 @@
 #!/bin/bash
-# Layout invariance (DESIGN §5.1): the tiny deck for 8 steps on every layout with
+# Layout invariance (doc/DESIGN.md §5.1): the tiny deck for 8 steps on every layout with
 # dp·tp·pp <= 8 against the 1-rank run: per-step losses within 1e-7 relative, the trained
 # model within 1e-5 per element, and the step-0 checkpoints identical. Also determinism
 # (§5.2) on a 3-axis layout (losses and final checkpoint bit for bit), ZeRO-1 against plain

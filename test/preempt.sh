@@ -1,5 +1,5 @@
 #!/bin/bash
-# Preemption and damage (DESIGN §5.5), on dp2·tp2 (4 ranks), 12 steps of the tiny deck:
+# Preemption and damage (doc/DESIGN.md §5.5), on dp2·tp2 (4 ranks), 12 steps of the tiny deck:
 #   1. A real SIGUSR1 sent from outside (kill) to ONE rank's process only, at a known step:
 #      --test-hook=pause:5:2 stops rank 2 after step 5 (the others wait for it in the step's
 #      flag all-reduce) and the test signals that PID. Only rank 2 received it (rank 0 reports

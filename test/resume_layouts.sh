@@ -1,5 +1,5 @@
 #!/bin/bash
-# Checkpoints across layouts (DESIGN §5.3).
+# Checkpoints across layouts (doc/DESIGN.md §5.3).
 #   1. Exact resume on multi-rank layouts: a run stopped after step 5 by a real SIGUSR1 on
 #      ONE rank (--test-hook=signal:5:RANK; the others learn of it from the flag all-reduce)
 #      and resumed gives bit-identical losses and a bit-identical final checkpoint (model,

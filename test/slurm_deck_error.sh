@@ -1,10 +1,17 @@
 #!/bin/bash
 # test/slurm_deck_error.sh -- bad input inside a Slurm job fails the job fast and says why.
-#   1. A misspelt deck key (--optim.lerning_rate=1) on 2 nodes x 2 ranks: the job ends FAILED
-#      with exit code 2 within a bounded time, and its output file holds mptrain's message,
-#      once (rank 0 reports an error every rank sees).
+# Each job asks for 2 nodes x 2 ranks; each must end FAILED with exit code 2 within a bounded
+# time, its output file holding the message once.
+#   1. A misspelt deck key (--optim.lerning_rate=1): the job script reads the deck through
+#      mptrain --print-deck, which refuses it with mptrain's message before anything is
+#      launched.
 #   2. A deck without [checkpoint] dir: jobs/mptrain-cpu.sbatch refuses it before launching
-#      anything (a requeued job could not resume), FAILED with exit code 2 and a clear message.
+#      anything (a requeued job could not resume), with a clear message. This job is a copy of
+#      jobs/ in a directory with a space in its name, submitted by a relative path with an
+#      argument holding a space: the script (which Slurm runs from its spool directory) must
+#      still find jobs/mptrain-job.sh beside the script as submitted, whose message this is.
+#   3. A valid deck with a layout the job cannot hold (--parallel.tp=3 on 4 ranks): only the
+#      launched ranks can tell; rank 0 reports it once for all of them.
 # Skipped (77) without Slurm/munge/root, except under CI=true or MPTRAIN_NO_SKIP=1, where that
 # is a failure.
 . "$top_srcdir/test/lib.sh"
@@ -35,9 +42,22 @@ check_failed() {
 submitted=$SECONDS
 bad=$(sbatch --parsable -N 2 --ntasks-per-node=2 --cpus-per-task=1 --time=5 \
   "$script" "$deck" --checkpoint.dir=ckpt --optim.lerning_rate=1) || { fail "sbatch"; finish; }
+mkdir -p "site jobs"
+cp "$top_srcdir"/jobs/* "site jobs/"
 no_dir=$(sbatch --parsable -N 2 --ntasks-per-node=2 --cpus-per-task=1 --time=5 \
-  "$script" "$deck") || { fail "sbatch"; finish; }
-echo "submitted jobs $bad (misspelt key) and $no_dir (no checkpoint dir)"
+  "site jobs/mptrain-cpu.sbatch" "$deck" "--log.metrics=a b.csv") || { fail "sbatch"; finish; }
+layout=$(sbatch --parsable -N 2 --ntasks-per-node=2 --cpus-per-task=1 --time=5 \
+  "$script" "$deck" --checkpoint.dir=ckpt --parallel.tp=3) || { fail "sbatch"; finish; }
+echo "submitted jobs $bad (misspelt key), $no_dir (no checkpoint dir) and $layout (layout)"
 check_failed "$bad" "a misspelt deck key" "^mptrain: error: .*lerning_rate"
+out=$(job_field "$bad" StdOut)
+if grep -q "mptrain refused the deck or the arguments .*nothing was launched" "$out" &&
+  ! grep -q "running: " "$out"; then
+  pass "a misspelt deck key: refused by mptrain --print-deck before the launch"
+else
+  fail "a misspelt deck key: not refused before the launch"
+fi
 check_failed "$no_dir" "no [checkpoint] dir" "error: the deck .* sets no \[checkpoint\] dir"
+check_failed "$layout" "an impossible layout" \
+  "^mptrain: error: \[parallel\] tp \* pp = 3 does not divide the 4 ranks"
 finish

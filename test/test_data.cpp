@@ -1,7 +1,7 @@
 // Tests of token datasets and the sequential sampler (data.hpp). A dataset written by
 // write_token_dataset loads back identically (uint16 and int32 storage, with the checksum
 // filter on); the sampler's spans, rows and targets match positions worked out by hand from
-// DESIGN §4, including the wrap to 0 and the split of rows over DP ranks; and each kind of bad
+// doc/DESIGN.md §4, including the wrap to 0 and the split of rows over DP ranks; and each kind of bad
 // dataset is refused with an InputError naming the file and the problem. Runs on any number of
 // ranks (rank 0 writes the files, everyone loads them collectively).
 #define BOOST_TEST_MODULE data

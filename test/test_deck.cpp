@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -208,6 +209,39 @@ BOOST_AUTO_TEST_CASE(text_round_trips_exactly) {
   BOOST_TEST(model.find("n_embd = 96") != std::string::npos);
   BOOST_TEST(model.find("[optim]") == std::string::npos);
   BOOST_TEST(parse_deck_text(model + minimal_deck, "model").model_text() == model);
+}
+
+// Deck::value (mptrain --print-deck=KEYS): every key of the resolved text, by name, with the
+// text's own spelling of its value; names that are not keys are refused with a suggestion.
+BOOST_AUTO_TEST_CASE(value_of_each_key) {
+  Deck d = parse_deck_text(full_deck, "full.deck",
+                           {"--optim.lr=0.30000000000000004", "--log.metrics=",
+                            "--checkpoint.dir=run 1/ck=a"});
+  std::istringstream text(d.text());
+  std::string line, section;
+  int keys = 0;
+  while (std::getline(text, line)) {
+    if (line.empty()) continue;
+    if (line.front() == '[') {
+      section = line.substr(1, line.size() - 2);
+      continue;
+    }
+    const size_t equals = line.find(" =");
+    BOOST_REQUIRE(equals != std::string::npos);
+    const std::string value = line.size() > equals + 3 ? line.substr(equals + 3) : "";
+    const std::string name = section + "." + line.substr(0, equals);
+    BOOST_TEST(d.value(name) == value, name);
+    ++keys;
+  }
+  BOOST_TEST(keys >= 40);
+  BOOST_TEST(d.value("optim.lr") == "0.30000000000000004");
+  BOOST_TEST(d.value("log.metrics") == "");
+  BOOST_TEST(d.value("checkpoint.dir") == "run 1/ck=a");
+  BOOST_TEST(d.value("train.seed") == "18446744073709551615");
+  BOOST_TEST(d.value("optim.decay_all") == "true");
+  expect_input_error([&] { d.value("train.step"); }, {"[train] step", "did you mean [train] steps"});
+  expect_input_error([&] { d.value("optimizer.lr"); }, {"unknown section [optimizer]"});
+  expect_input_error([&] { d.value("lr"); }, {"outside any section", "[optim] lr"});
 }
 
 BOOST_AUTO_TEST_CASE(overrides_win) {

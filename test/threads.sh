@@ -1,5 +1,5 @@
 #!/bin/bash
-# Multi-threaded determinism (DESIGN §5.2 with OpenMP): 2 ranks x 2 OpenMP threads.
+# Multi-threaded determinism (doc/DESIGN.md §5.2 with OpenMP): 2 ranks x 2 OpenMP threads.
 #   1. The same run twice: bit-identical losses and final checkpoints (model, AdamW state).
 #   2. While paused after step 3 (--test-hook=pause:3), each rank of a 2-thread run has more
 #      threads than each rank of a 1-thread run: the OpenMP loops and the multi-threaded

@@ -1,13 +1,49 @@
 #!/bin/bash
-# End-to-end training on one rank: the loss falls, reruns are bit-identical (DESIGN §5.2),
+# End-to-end training on one rank: the loss falls, reruns are bit-identical (doc/DESIGN.md §5.2),
 # stopping at step N and resuming gives bit-identical losses and a bit-identical final
 # checkpoint (model, AdamW moments, resume state) to an uninterrupted run (§5.3), with the
 # sequential and the shuffle sampler, and the step-0 checkpoint holds every tensor of the
 # schema with its shape. The stop comes from --test-hook=signal:STEP (a real SIGUSR1 that the
-# process raises on itself after that step), so it happens at a known step.
+# process raises on itself after that step), so it happens at a known step. First, mptrain
+# --print-deck: the resolved deck or chosen keys, without data, launcher or MPI.
 . "$top_srcdir/test/lib.sh"
-make_data || { fail "mptrain-prep"; finish; }
 deck=$top_srcdir/input/test-tiny.deck
+
+# mptrain --print-deck (what the job scripts read the deck with): before any dataset exists,
+# without a launcher, and where MPI could not even start (Open MPI told to use a transport
+# that does not exist: the control run shows that MPI_Init then fails).
+M=$MPTRAIN_BIN/mptrain
+rm -f train.h5 val.h5
+if "$M" "$deck" --train.steps=7 --print-deck >resolved.deck 2>pd.err && [ ! -s pd.err ] &&
+  grep -qx "steps = 7" resolved.deck && "$M" resolved.deck --print-deck | cmp -s - resolved.deck; then
+  pass "--print-deck: the resolved deck, overrides applied, prints itself again unchanged"
+else
+  fail "--print-deck: the resolved deck ($(head -c 300 pd.err))"
+fi
+keys=$(OMPI_MCA_pml=nonexistent "$M" "$deck" --checkpoint.dir=ck --train.steps=7 \
+  --test-hook=pause:3 --print-deck=checkpoint.dir,train.steps,data.train,checkpoint.init 2>&1)
+rc=$?
+OMPI_MCA_pml=nonexistent timeout -k 10 120 "$M" "$deck" --train.steps=1 >no-mpi.out 2>&1
+control=$?
+if [ $rc -eq 0 ] && [ "$keys" = "$(printf 'checkpoint.dir=ck\ntrain.steps=7\ndata.train=train.h5\ncheckpoint.init=')" ] &&
+  [ $control -ne 0 ] && [ ! -e train.h5 ] && [ ! -e ck ]; then
+  pass "--print-deck=KEYS: key=value lines in order, with no dataset, no launcher and no MPI (a run there exits $control)"
+else
+  fail "--print-deck=KEYS exits $rc with '$keys' (a run without MPI exits $control)"
+fi
+for bad in --print-deck=train.step "--optim.lerning_rate=1 --print-deck" "--print-deck --test-hook=pause:x"; do
+  # shellcheck disable=SC2086  # the words of $bad are separate arguments
+  "$M" "$deck" $bad >pd.out 2>pd.err
+  rc=$?
+  if [ $rc -eq 2 ] && [ ! -s pd.out ] && [ "$(grep -c '^mptrain: error: ' pd.err)" -eq 1 ] &&
+    [ "$(wc -l <pd.err)" -eq 1 ]; then
+    pass "--print-deck refuses '$bad' with exit 2 and one line: $(cat pd.err)"
+  else
+    fail "--print-deck with '$bad': exit $rc, output '$(head -c 200 pd.out)', errors '$(head -c 300 pd.err)'"
+  fi
+done
+
+make_data || { fail "mptrain-prep"; finish; }
 final=step_00000012.h5  # the deck's 12 steps
 
 OUT=a.out run_mptrain 0 "$deck" --log.metrics=a.csv --checkpoint.dir=ckA --checkpoint.save_initial=true

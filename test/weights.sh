@@ -1,5 +1,5 @@
 #!/bin/bash
-# test/weights.sh -- GPT-2 weights in and out through the programs (DESIGN §7), on the
+# test/weights.sh -- GPT-2 weights in and out through the programs (doc/DESIGN.md §7), on the
 # fixtures of test/weights/ (written by make_fixtures.py with PyTorch, see there):
 #   1. mptrain-ckpt import of the three fixture forms (Hugging Face, legacy Hugging Face,
 #      llm.c) gives checkpoints that verify and hold identical model tensors;

@@ -1,4 +1,4 @@
-// Checkpoint files (see checkpoint.hpp and DESIGN §4). Every rank holds some blocks of some
+// Checkpoint files (see checkpoint.hpp and doc/DESIGN.md §4). Every rank holds some blocks of some
 // global tensors; the file stores each tensor once, unsharded, as a chunked float32 dataset
 // with the Fletcher32 checksum filter. Writing and reading are collective over one
 // communicator with parallel HDF5 (MPI-IO): the ranks first agree on the union of the tensors

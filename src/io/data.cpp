@@ -1,4 +1,4 @@
-// Token datasets and the sequential sampler (data.hpp, DESIGN §4).
+// Token datasets and the sequential sampler (data.hpp, doc/DESIGN.md §4).
 //
 // A dataset is an HDF5 file holding a 1-D integer dataset /tokens whose `vocab_size` attribute
 // bounds every token. Training reads it collectively through MPI-IO: every rank makes the same

@@ -1,4 +1,4 @@
-// The layout of a token dataset file (DESIGN §4), shared by its reader (data.cpp) and its
+// The layout of a token dataset file (doc/DESIGN.md §4), shared by its reader (data.cpp) and its
 // writers (io/token_writer.cpp); private to the library.
 #pragma once
 

@@ -1,4 +1,4 @@
-// The input deck (deck.hpp, DESIGN §4): one table describes every key once — its section, its
+// The input deck (deck.hpp, doc/DESIGN.md §4): one table describes every key once — its section, its
 // name, what values it allows, how to parse it into the Deck and how to print it back. From that
 // table we build the Boost.Program_options description ("section.key" names) used to parse the
 // deck file and the --section.key=value overrides, validate every value, and write the resolved
@@ -597,5 +597,11 @@ std::string sections_text(const Deck& deck, bool model_only) {
 
 std::string Deck::text() const { return sections_text(*this, false); }
 std::string Deck::model_text() const { return sections_text(*this, true); }
+
+std::string Deck::value(const std::string& key) const {
+  const KeySpec* spec = find_key(key);
+  if (spec == nullptr) throw InputError(unknown_key_message(key));
+  return spec->get(*this);
+}
 
 }  // namespace mptrain

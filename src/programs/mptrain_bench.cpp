@@ -1,5 +1,5 @@
 // mptrain-bench: measures a training step of the deck's model against the backend's own GEMM
-// rate on the step's matrix shapes (DESIGN §6). Run it like mptrain (one process, or under
+// rate on the step's matrix shapes (doc/DESIGN.md §6). Run it like mptrain (one process, or under
 // mpirun/srun); every deck key can be overridden with --section.key=value, and the benchmark's
 // own options are --bench.KEY=VALUE (see usage()).
 //

@@ -1,4 +1,4 @@
-// mptrain-ckpt: inspect, verify, compare, import and export checkpoint files (DESIGN §4, §7),
+// mptrain-ckpt: inspect, verify, compare, import and export checkpoint files (doc/DESIGN.md §4, §7),
 // one process, no launcher needed.
 //
 //   mptrain-ckpt info FILE                 attributes, stored deck, tensor table, sizes

@@ -1,5 +1,5 @@
 // mptrain-prep: turns text files, or token files made by other tools, into token datasets for
-// mptrain (DESIGN §4, §7).
+// mptrain (doc/DESIGN.md §4, §7).
 //
 //   mptrain-prep [--tokenizer=bytes|gpt2 [--encoder=F --merges=F] [--no-eot]] -o OUT.h5
 //                [--val-output VAL.h5 [--val-fraction 0.1]] TEXT...

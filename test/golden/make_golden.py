@@ -2,7 +2,7 @@
 """Writes test/golden/golden.txt: the numbers test/test_golden.cpp holds mptrain to.
 
 An independent implementation of the model in test/golden/golden.deck -- GPT-2 written here from
-the math of DESIGN.md section 2 with PyTorch, not from mptrain's code -- run once in float64
+the math of doc/DESIGN.md §2 with PyTorch, not from mptrain's code -- run once in float64
 (the reference that is committed) and once in float32 (to record how far float32 arithmetic is
 from exact, which is what the test's tolerance must allow). Only the initial weights come from
 mptrain: its layout-independent step-0 weights, read from a step-0 checkpoint that this script
@@ -16,7 +16,7 @@ python3-h5py, and a built mptrain. The test itself needs none of them.
 
 What is computed (G sequences of T tokens per step, the model of the deck):
   * tokens: a fixed byte string mapped to ids (byte % vocab), 200 of them, so the sequential
-    sampler (DESIGN section 4) wraps after 6 batches of the 10 steps;
+    sampler (doc/DESIGN.md §4) wraps after 6 batches of the 10 steps;
   * the logits of every token of the first batch, and its mean cross-entropy;
   * for the first batch, each parameter tensor's gradient norm and the dot product of its
     gradient with a fixed direction d_i = sin(i + 1) over the row-major elements (catches
@@ -138,7 +138,7 @@ class Gpt2:
 
 
 def batches(tokens, G, T, steps):
-    """DESIGN section 4's sequential sampler: spans [p, p + G*T + 1), wrapping."""
+    """doc/DESIGN.md §4's sequential sampler: spans [p, p + G*T + 1), wrapping."""
     p, n = 0, len(tokens)
     for _ in range(steps):
         span = torch.tensor(tokens[p:p + G * T + 1])

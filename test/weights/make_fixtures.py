@@ -191,7 +191,7 @@ def forward(sd, tokens):
 
 
 def golden_case(sd, data, rows, seq_len):
-    """The first global batch of the sequential sampler (DESIGN §4): row i reads
+    """The first global batch of the sequential sampler (doc/DESIGN.md §4): row i reads
     data[i*T : i*T + T], targets shifted by one."""
     n = rows * seq_len
     inputs = torch.tensor(data[:n]).view(rows, seq_len)

@@ -1,5 +1,5 @@
 // Progress output and metrics: the console line rank 0 prints per logged step, the metrics
-// CSV of DESIGN §4 (losses at full float precision, %.9g, so runs compare exactly), and a
+// CSV of doc/DESIGN.md §4 (losses at full float precision, %.9g, so runs compare exactly), and a
 // small wall-clock timer.
 #pragma once
 

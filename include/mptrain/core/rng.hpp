@@ -1,4 +1,4 @@
-// Layout-independent initialisation (DESIGN §2): every element of every parameter is a pure
+// Layout-independent initialisation (doc/DESIGN.md §2): every element of every parameter is a pure
 // function of the seed, the tensor's name and the element's global index, computed with a
 // counter-based generator, so a shard computes exactly its slice of the same global tensor
 // whatever the layout.

@@ -1,4 +1,4 @@
-// Checkpoints (DESIGN §4): one HDF5 file per save, DIR/step_NNNNNNNN.h5, written collectively
+// Checkpoints (doc/DESIGN.md §4): one HDF5 file per save, DIR/step_NNNNNNNN.h5, written collectively
 // with parallel HDF5 (each rank writes its hyperslabs of each global, unsharded tensor; replicas
 // write nothing), first to a temporary name, then renamed, then DIR/latest updated. Every
 // dataset carries the Fletcher32 checksum filter, so corruption is detected on read. Because

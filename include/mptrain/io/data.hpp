@@ -1,8 +1,8 @@
 // Token datasets and the batch sampler. A dataset is an HDF5 file with a 1-D integer dataset
-// /tokens and an attribute vocab_size (DESIGN §4), plus attributes naming the tokenizer that
+// /tokens and an attribute vocab_size (doc/DESIGN.md §4), plus attributes naming the tokenizer that
 // made it. The tokens are stored in the file or, for token files made elsewhere, left where
 // they are (HDF5 external storage). The sequential sampler walks the tokens in global batches
-// exactly as DESIGN §4 specifies; each DP rank takes its rows.
+// exactly as doc/DESIGN.md §4 specifies; each DP rank takes its rows.
 #pragma once
 
 #include <cstdint>
@@ -98,7 +98,7 @@ struct TokenSegment {
 void write_external_token_dataset(const std::string& path, std::span<const TokenSegment> segments,
                                   int vocab_size, const TokenizerInfo& tokenizer);
 
-// DESIGN §4 sequential sampler. Batch k reads the span [p, p + G*T + 1); then p += G*T, and
+// doc/DESIGN.md §4 sequential sampler. Batch k reads the span [p, p + G*T + 1); then p += G*T, and
 // p = 0 when p + G*T + 1 > N.
 class SequentialSampler {
  public:

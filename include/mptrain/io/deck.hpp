@@ -96,6 +96,9 @@ struct Deck {
   std::string text() const;
   // Only the [model] section as INI text; a checkpoint must match it to be restarted from.
   std::string model_text() const;
+  // One resolved key, "section.key", exactly as text() prints it ("" for an unset path).
+  // Throws InputError for a name that is not a key, suggesting the nearest one.
+  std::string value(const std::string& key) const;
 };
 
 // Reads the deck file, then applies the overrides ("--section.key=value" strings, e.g. the

@@ -1,5 +1,5 @@
 // GPT-2 weights in the formats other tools use, converted to and from mptrain's own tensor set
-// (the checkpoint schema of DESIGN §4: the names and [out, in] shapes of gpt2_tensor_shapes(),
+// (the checkpoint schema of doc/DESIGN.md §4: the names and [out, in] shapes of gpt2_tensor_shapes(),
 // float32, wpe with n_positions rows, wte with the unpadded vocabulary):
 //   * a Hugging Face GPT-2 directory: config.json + model.safetensors. Keys are read with or
 //     without the "transformer." prefix; the attention-mask buffers (attn.bias,

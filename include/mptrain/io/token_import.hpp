@@ -1,4 +1,4 @@
-// Token files made by other tools, for mptrain-prep --import=FORMAT (DESIGN §7):
+// Token files made by other tools, for mptrain-prep --import=FORMAT (doc/DESIGN.md §7):
 //
 //   llmc     llm.c's shards (dev/data/*.bin): a header of 256 little-endian int32 -- magic
 //            20240520, version 1, the token count, the rest unused -- then the tokens as

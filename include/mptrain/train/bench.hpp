@@ -2,7 +2,7 @@
 // decorator around any Backend, the list of matrix products one training step makes, the
 // measurement of the backend's own GEMM rate on those shapes (the ceiling the step is compared
 // with), and the analytic counts (parameters, FLOPs, memory) the measurements are checked
-// against. DESIGN §6: the figure of merit on CPU is the step's achieved FLOP/s as a fraction of
+// against. doc/DESIGN.md §6: the figure of merit on CPU is the step's achieved FLOP/s as a fraction of
 // the SGEMM rate on the model's own shapes, measured in the same process.
 #pragma once
 
