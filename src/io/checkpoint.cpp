@@ -617,6 +617,8 @@ void read_checkpoint_tensors(const Comm& comm, const std::string& path,
             const size_t type_size = H5Tget_size(type);
             if (H5Tget_class(type) != H5T_FLOAT || (type_size != 4 && type_size != 8))
               throw CheckpointError(what + " is not stored as float32 or float64");
+            if (const std::string damage = h5::damaged_chunks(dataset); !damage.empty())
+              throw CheckpointError(what + " is damaged: " + damage);
             try {
               transfer(dataset, dxpl, t.local, /*writing=*/false);  // collective
             } catch (const h5::Error& e) {

@@ -3,6 +3,7 @@
 // checkpoints carry.
 #include "io/h5util.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -100,6 +101,46 @@ uint64_t file_size_of(hid_t obj) {
   hsize_t size = 0;
   check(H5Fget_filesize(file, &size), "size of file");
   return size;
+}
+
+std::string damaged_chunks(hid_t dataset) {
+  PropList dcpl(check(H5Dget_create_plist(dataset), "dataset creation list"));
+  if (H5Pget_layout(dcpl) != H5D_CHUNKED) return "";
+  Dataspace space(check(H5Dget_space(dataset), "get dataspace"));
+  const int rank = check(H5Sget_simple_extent_ndims(space), "dataspace rank");
+  std::vector<hsize_t> dims(size_t(std::max(rank, 0))), chunk(dims.size());
+  check(H5Sget_simple_extent_dims(space, dims.data(), nullptr), "dataspace dims");
+  if (check(H5Pget_chunk(dcpl, rank, chunk.data()), "chunk dims") != rank)
+    return "a chunk layout of another rank";
+  Datatype type(check(H5Dget_type(dataset), "dataset type"));
+  uint64_t chunk_bytes = H5Tget_size(type), chunks_needed = 1;
+  for (int i = 0; i < rank; ++i) {
+    if (chunk[i] == 0 || chunk[i] > std::max<hsize_t>(dims[i], 1))
+      return "chunks of " + std::to_string(chunk[i]) + " elements along a dimension of " +
+             std::to_string(dims[i]);
+    chunk_bytes *= chunk[i];
+    chunks_needed *= (dims[i] + chunk[i] - 1) / chunk[i];
+  }
+  hsize_t chunks = 0;
+  check(H5Dget_num_chunks(dataset, H5S_ALL, &chunks), "count chunks");
+  if (chunks > chunks_needed)
+    return std::to_string(chunks) + " chunks stored where " + std::to_string(chunks_needed) +
+           " hold every element";
+  const uint64_t file_size = file_size_of(dataset);
+  constexpr uint64_t filter_slack = 64;  // Fletcher32 adds 4 bytes to a chunk
+  std::vector<hsize_t> offset(dims.size());
+  for (hsize_t i = 0; i < chunks; ++i) {
+    unsigned filter_mask = 0;
+    haddr_t address = 0;
+    hsize_t size = 0;
+    check(H5Dget_chunk_info(dataset, H5S_ALL, i, offset.data(), &filter_mask, &address, &size),
+          "chunk info");
+    if (size > chunk_bytes + filter_slack || address > file_size || size > file_size - address)
+      return "chunk " + std::to_string(i) + " claims " + std::to_string(size) + " bytes at " +
+             std::to_string(address) + " (chunks hold " + std::to_string(chunk_bytes) +
+             " bytes; the file has " + std::to_string(file_size) + ")";
+  }
+  return "";
 }
 
 bool has_attr(hid_t obj, const std::string& name) {

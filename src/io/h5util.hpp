@@ -121,6 +121,14 @@ bool has_attr(hid_t obj, const std::string& name);
 // The size in bytes of the file holding `obj` (any object id, or the file itself): a bound for
 // anything whose size the file's own metadata claims.
 uint64_t file_size_of(hid_t obj);
+// What is wrong with a chunked dataset's storage, or "" when nothing is: chunk dimensions beyond
+// the dataset's extent, more chunks than the extent needs, or a chunk that lies beyond the end
+// of the file or is larger than its elements (plus a filter's few bytes). HDF5 1.10 trusts its
+// chunk index (version 1 B-tree records carry no checksum, in either file format) and
+// allocates what a damaged record claims before reading it: a 1.2 GB malloc from a 137 KB
+// checkpoint (fuzz_checkpoint). Contiguous and external datasets pass (their reads are bounded
+// by the extent). Call it before reading a dataset from a file that may be damaged.
+std::string damaged_chunks(hid_t dataset);
 
 // Attributes (scalar). Strings are stored as fixed-length ASCII strings; reading also accepts
 // variable-length strings (as h5py writes them). Integers are stored as 64-bit; reading accepts
