@@ -72,7 +72,9 @@ std::vector<int32_t> ramp(size_t n, int32_t start, int32_t modulus) {
 
 std::vector<int32_t> load(const std::string& path) {
   const TokenDataset d = TokenDataset::load(Comm::self(), path);
-  return {d.data(), d.data() + d.size()};
+  std::vector<int32_t> tokens(d.size());
+  d.read(0, tokens);
+  return tokens;
 }
 
 std::string input_error(const std::function<void()>& run) {

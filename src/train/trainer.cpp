@@ -62,7 +62,7 @@ double validation_loss(Run& run) {
   SequentialSampler sampler(data.size(), run.deck.train.global_batch, run.deck.model.seq_len);
   double sum = 0;
   for (long b = 0; b < run.deck.data.val_batches; ++b) {
-    sum += run.schedule->eval_batch(data, sampler);  // collective over TP and PP
+    sum += run.eval_batch(data, sampler);  // collective over TP and PP
     sampler.advance();
   }
   run.grid.world().allreduce_sum(std::span<double>(&sum, 1));  // collective over the world
@@ -239,7 +239,7 @@ int train(const Deck& deck, Comm world, const TestHooks& hooks) {
     const CommCounters before = run.grid.counters();
     if (stop_on_signal(run)) return exit_preempted;  // collective over the world
     const Stopwatch step_clock;
-    double loss = run.schedule->train_batch(run.train_data, *run.sampler, *run.optimizer);
+    double loss = run.train_batch();  // collective
     if (TestHooks::fires(run.hooks.nan, run.step + 1, rank)) run.optimizer->inject_nonfinite_gradient();
     run.grid.world().allreduce_sum(std::span<double>(&loss, 1));  // collective over the world
     loss /= double(G * T);

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "mptrain/parallel/comm.hpp"
 #include "mptrain/io/data.hpp"
@@ -37,8 +38,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const mptrain::TokenDataset d = mptrain::TokenDataset::load(mptrain::Comm::self(), path);
     if (d.size() == 0 || d.vocab_size() < 1) std::abort();
-    for (size_t i = 0; i < d.size(); ++i)
-      if (d.data()[i] < 0 || d.data()[i] >= d.vocab_size()) std::abort();
+    std::vector<int32_t> tokens(d.size());
+    d.read(0, tokens);
+    for (int32_t t : tokens)
+      if (t < 0 || t >= d.vocab_size()) std::abort();
   } catch (const mptrain::InputError&) {
   }
   std::remove(path.c_str());

@@ -41,8 +41,9 @@ class TokenDataset {
   int vocab_size() const { return vocab_size_; }
   // From the file's attributes; name "unknown" when it has none.
   const TokenizerInfo& tokenizer() const { return tokenizer_; }
-  size_t size() const { return tokens_.size(); }
-  const int32_t* data() const { return tokens_.data(); }
+  uint64_t size() const { return tokens_.size(); }
+  // Not collective: tokens [begin, begin + out.size()) into out (begin + out.size() <= size()).
+  void read(uint64_t begin, std::span<int32_t> out) const;
 
  private:
   std::string path_;
@@ -98,37 +99,50 @@ struct TokenSegment {
 void write_external_token_dataset(const std::string& path, std::span<const TokenSegment> segments,
                                   int vocab_size, const TokenizerInfo& tokenizer);
 
+// A run of consecutive tokens of a dataset: [begin, begin + count).
+struct TokenRange {
+  uint64_t begin = 0;
+  uint64_t count = 0;
+};
+
 // DESIGN §4 sequential sampler. Batch k reads the span [p, p + G*T + 1); then p += G*T, and
-// p = 0 when p + G*T + 1 > N.
+// p = 0 when p + G*T + 1 > N. Row i of a batch is span[i*T, i*T + T) and its targets the next
+// token of each; DP rank d takes rows [d*G/dp, (d+1)*G/dp).
 class SequentialSampler {
  public:
-  SequentialSampler(size_t n_tokens, long global_batch, int seq_len);
+  SequentialSampler(uint64_t n_tokens, long global_batch, int seq_len);
   virtual ~SequentialSampler() = default;
+  long global_batch() const { return global_batch_; }
+  int seq_len() const { return seq_len_; }
   // Start of the current batch's span.
-  size_t position() const { return position_; }
-  void set_position(size_t p) { position_ = p; }
+  uint64_t position() const { return position_; }
+  void set_position(uint64_t p) { position_ = p; }
+  // The tokens rows [row_begin, row_begin + rows) of the current batch cover: rows*T + 1 of
+  // them, the first rows*T being the rows' inputs, (rows, T) row-major, and the last rows*T
+  // their targets (the rows of a batch are consecutive in its span).
+  TokenRange row_tokens(long row_begin, long rows) const;
   // Inputs and targets for rows [row_begin, row_begin + rows) of the current batch, each
-  // (rows, T) row-major.
+  // (rows, T) row-major, read from `data` (not collective; throws what data.read() throws).
   void rows(const TokenDataset& data, long row_begin, long rows, std::vector<int32_t>& inputs,
             std::vector<int32_t>& targets) const;
   virtual void advance();
   // Batches drawn so far (the shuffle sampler's state; informative for the sequential one).
   uint64_t draws() const { return draws_; }
   // Restores the state after `draws` batches (position included).
-  virtual void restore(uint64_t draws, size_t position);
+  virtual void restore(uint64_t draws, uint64_t position);
   // True when the dataset holds at least one global batch (G*T + 1 tokens).
-  static bool fits(size_t n_tokens, long global_batch, int seq_len);
+  static bool fits(uint64_t n_tokens, long global_batch, int seq_len);
 
  private:
-  size_t n_tokens_;
+  uint64_t n_tokens_;
   long global_batch_;
   int seq_len_;
-  size_t position_ = 0;
+  uint64_t position_ = 0;
   uint64_t draws_ = 0;
 
  protected:
-  size_t batch_tokens() const { return size_t(global_batch_) * size_t(seq_len_); }
-  size_t n_tokens() const { return n_tokens_; }
+  uint64_t batch_tokens() const { return uint64_t(global_batch_) * uint64_t(seq_len_); }
+  uint64_t n_tokens() const { return n_tokens_; }
 };
 
 // [data] sampler = shuffle: the same G*T-token batch spans as the sequential sampler (those
@@ -137,9 +151,9 @@ class SequentialSampler {
 // and resuming is exact.
 class ShuffleSampler : public SequentialSampler {
  public:
-  ShuffleSampler(size_t n_tokens, long global_batch, int seq_len, uint64_t seed);
+  ShuffleSampler(uint64_t n_tokens, long global_batch, int seq_len, uint64_t seed);
   void advance() override;
-  void restore(uint64_t draws, size_t position) override;
+  void restore(uint64_t draws, uint64_t position) override;
 
  private:
   void seek();  // position for the current draw count
