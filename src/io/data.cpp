@@ -2,10 +2,13 @@
 // in token_writer.cpp.
 //
 // A dataset is an HDF5 file holding a 1-D integer dataset /tokens whose `vocab_size` attribute
-// bounds every token. Training reads it collectively through MPI-IO: every rank makes the same
-// HDF5 calls in the same order (the access list asks for collective metadata operations) and
-// reads all the tokens, since any rank may need any span. Every check below sees the same file
-// on every rank and so fails identically everywhere, which is why problems are InputErrors.
+// bounds every token. Training opens it collectively through MPI-IO: every rank makes the same
+// HDF5 calls in the same order (the access list asks for collective metadata operations, so
+// one rank reads the file's metadata and the others receive it). Every check at open sees the
+// same file on every rank and so fails identically everywhere, which is why problems are
+// InputErrors. The tokens are not read at open: each rank later reads the ranges its rows of
+// each batch need, independently (read()), and checks every token it reads against the
+// vocabulary; the layer that calls it turns one rank's failure into everyone's.
 //
 // Writing (mptrain-prep, io/token_writer.cpp) is serial and uses the plain POSIX driver. Tokens
 // are stored as uint16 when the vocabulary allows it (half the bytes of int32), chunked, with
@@ -17,6 +20,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <limits>
+#include <memory>
 
 #include "io/h5util.hpp"
 #include "io/dataset_format.hpp"
@@ -157,7 +161,8 @@ h5::File open_file(const Comm& comm, const std::string& path) {
 }
 
 // /tokens, which must be a dataset. External token files named relatively are found next to
-// the dataset file.
+// the dataset file. Its metadata reads are independent: the ranks read their ranges at
+// different times, and a read that needs a node of the chunk index must not wait for the others.
 h5::Dataset open_tokens(const std::string& path, hid_t file) {
   if (!h5::link_exists(file, tokens_path))
     throw InputError(dataset_prefix(path) +
@@ -169,6 +174,7 @@ h5::Dataset open_tokens(const std::string& path, hid_t file) {
   }
   h5::PropList dapl(h5::check(H5Pcreate(H5P_DATASET_ACCESS), "dataset access list"));
   h5::check(H5Pset_efile_prefix(dapl, "${ORIGIN}"), "set the external file prefix");
+  h5::check(H5Pset_all_coll_metadata_ops(dapl, false), "set independent metadata reads");
   return h5::Dataset(h5::check(H5Dopen2(file, tokens_path, dapl), "open /tokens"));
 }
 
@@ -230,6 +236,11 @@ void check_range(const std::string& path, int vocab, uint64_t first,
 
 }  // namespace
 
+struct TokenDataset::Stored {
+  h5::File file;  // declared first: closed after the dataset
+  h5::Dataset tokens;
+};
+
 TokenDataset TokenDataset::from_tokens(std::string name, int vocab_size,
                                        std::vector<int32_t> tokens) {
   if (vocab_size <= 0)
@@ -239,38 +250,57 @@ TokenDataset TokenDataset::from_tokens(std::string name, int vocab_size,
   TokenDataset out;
   out.path_ = std::move(name);
   out.vocab_size_ = vocab_size;
-  out.tokens_ = std::move(tokens);
+  out.size_ = tokens.size();
+  out.memory_ = std::make_shared<const std::vector<int32_t>>(std::move(tokens));
   return out;
 }
 
-TokenDataset TokenDataset::load(const Comm& comm, const std::string& path) {
-  h5::File file = open_file(comm, path);  // collective
+TokenDataset TokenDataset::open(const Comm& comm, const std::string& path) {
+  auto stored = std::make_shared<Stored>();
+  stored->file = open_file(comm, path);  // collective
   TokenDataset out;
   out.path_ = path;
   try {
-    h5::Dataset tokens = open_tokens(path, file);
-    const auto [n, element] = token_shape(path, tokens);
-    out.vocab_size_ = read_vocab_size(path, file, tokens);
-    out.tokenizer_ = read_tokenizer(path, tokens);
-    check_storage(path, file, tokens, n, element);
-    out.tokens_.resize(n);
-    // HDF5 converts whatever integer type is stored (uint16 from mptrain-prep, int64 from numpy)
-    // to int32; values beyond int32 saturate and then fail the range check below.
-    h5::check(H5Dread(tokens, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.tokens_.data()),
-              "read /tokens");
+    stored->tokens = open_tokens(path, stored->file);
+    const auto [n, element] = token_shape(path, stored->tokens);
+    out.vocab_size_ = read_vocab_size(path, stored->file, stored->tokens);
+    out.tokenizer_ = read_tokenizer(path, stored->tokens);
+    check_storage(path, stored->file, stored->tokens, n, element);
+    out.size_ = n;
   } catch (const h5::Error& e) {
     throw InputError(dataset_prefix(path) + e.what());
   }
-  check_range(path, out.vocab_size_, 0, out.tokens_);
+  out.stored_ = std::move(stored);
   return out;
 }
 
 void TokenDataset::read(uint64_t begin, std::span<int32_t> out) const {
-  MPT_CHECK(begin <= tokens_.size() && out.size() <= tokens_.size() - begin,
+  MPT_CHECK(begin <= size_ && out.size() <= size_ - begin,
             "read of tokens [" + std::to_string(begin) + ", " +
                 std::to_string(begin + out.size()) + ") of " + path_ + "'s " +
-                std::to_string(tokens_.size()));
-  std::copy_n(tokens_.begin() + static_cast<std::ptrdiff_t>(begin), out.size(), out.begin());
+                std::to_string(size_));
+  if (out.empty()) return;
+  if (memory_) {
+    std::copy_n(memory_->begin() + static_cast<std::ptrdiff_t>(begin), out.size(), out.begin());
+    return;  // checked when made
+  }
+  const hsize_t start = begin, count = out.size();
+  try {
+    h5::Dataspace file_space(h5::check(H5Dget_space(stored_->tokens), "dataspace of /tokens"));
+    h5::check(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, nullptr, &count, nullptr),
+              "select tokens");
+    h5::Dataspace memory(h5::check(H5Screate_simple(1, &count, nullptr), "memory dataspace"));
+    // An independent transfer (the default): no other rank takes part. HDF5 converts whatever
+    // integer type is stored (uint16 from mptrain-prep, int64 from numpy) to int32; values
+    // beyond int32 saturate and then fail the range check.
+    h5::check(H5Dread(stored_->tokens, H5T_NATIVE_INT32, memory, file_space, H5P_DEFAULT,
+                      out.data()),
+              "read /tokens [" + std::to_string(begin) + ", " +
+                  std::to_string(begin + out.size()) + ")");
+  } catch (const h5::Error& e) {
+    throw InputError(dataset_prefix(path_) + e.what());
+  }
+  check_range(path_, vocab_size_, begin, out);
 }
 
 }  // namespace mptrain

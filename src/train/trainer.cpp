@@ -127,7 +127,7 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
   Run& r = *run;
   r.hooks = options.hooks;
   r.train_data = options.train_data ? *options.train_data
-                                     : TokenDataset::load(r.grid.world(), deck.data.train);  // collective
+                                     : TokenDataset::open(r.grid.world(), deck.data.train);  // collective
   ModelConfig& mc = r.deck.model;
   if (mc.vocab_size == 0) mc.vocab_size = r.train_data.vocab_size();
   if (mc.vocab_size < r.train_data.vocab_size())
@@ -140,7 +140,7 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
                      " tokens, fewer than one global batch needs (global_batch * seq_len + 1 = " +
                      std::to_string(G * mc.seq_len + 1) + ")");
   if (!deck.data.val.empty()) {
-    r.val_data = TokenDataset::load(r.grid.world(), deck.data.val);  // collective
+    r.val_data = TokenDataset::open(r.grid.world(), deck.data.val);  // collective
     if (r.val_data->vocab_size() > mc.vocab_size)
       throw InputError(deck.data.val + ": vocab_size " + std::to_string(r.val_data->vocab_size()) +
                        " exceeds the model's " + std::to_string(mc.vocab_size));

@@ -36,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   try {
-    const mptrain::TokenDataset d = mptrain::TokenDataset::load(mptrain::Comm::self(), path);
+    const mptrain::TokenDataset d = mptrain::TokenDataset::open(mptrain::Comm::self(), path);
     if (d.size() == 0 || d.vocab_size() < 1) std::abort();
     std::vector<int32_t> tokens(d.size());
     d.read(0, tokens);

@@ -41,11 +41,11 @@ struct Run {
   Run(const Deck& d, Comm world, Layout layout) : deck(d), grid(std::move(world), layout) {}
   bool is_root() const { return grid.world().rank() == 0; }
   std::string layout_text() const;
-  // Collective over TP, PP and DP: one training batch, the one at the sampler's position, read
+  // Collective over the world: one training batch, the one at the sampler's position, read
   // (this rank's rows) and run through the schedule: forward, backward, gradients reduced.
   // Returns this rank's part of the loss sum (PipelineSchedule::train_batch).
   double train_batch();
-  // Collective over TP and PP: the forward of the batch of `data` at `batches`' position
+  // Collective over the world: the forward of the batch of `data` at `batches`' position
   // (validation). Same return value.
   double eval_batch(const TokenDataset& data, const SequentialSampler& batches);
   // Collective: the restart part of restart(); true when a checkpoint was restored.
