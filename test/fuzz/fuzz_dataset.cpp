@@ -1,8 +1,8 @@
 // libFuzzer harness for the token-dataset reader (test/fuzz_run.sh builds and runs it).
-// Each input is written to a file and loaded with TokenDataset::load on MPI_COMM_SELF. The
-// contract under test (data.hpp): a file either loads -- and then every token lies in
-// [0, vocab_size) -- or the load throws InputError. Anything else (another exception, a
-// crash, a sanitizer report, fatal()) is a finding.
+// Each input is written to a file, opened with TokenDataset::open on MPI_COMM_SELF and read
+// whole. The contract under test (data.hpp): opening either succeeds or throws InputError, and
+// so does the read -- which, when it succeeds, returns only tokens in [0, vocab_size).
+// Anything else (another exception, a crash, a sanitizer report, fatal()) is a finding.
 #include <unistd.h>
 
 #include <cstdint>
