@@ -3,6 +3,8 @@
 //
 //   bad_files dataset KIND OUT        a token dataset with one defect (KIND below)
 //   bad_files checkpoint KIND IN OUT  a copy of checkpoint IN with one defect
+//   bad_files bad-token N INDEX OUT   N tokens (i % 16, uint16, vocab_size 256) with a token 300
+//                                     at INDEX (none when INDEX >= N)
 //   bad_files tiny-dataset OUT        a valid 64-token dataset (vocab 16)
 //   bad_files tiny-checkpoint OUT [model-only]
 //                                     a valid checkpoint of a 1-layer model (C 4, T 4, V 16);
@@ -10,7 +12,8 @@
 //                                     file, for a seed corpus)
 //   bad_files                         the self-test (what "make check" runs): makes every kind
 //                                     in the current directory and checks that the library
-//                                     refuses each one with an InputError naming the problem
+//                                     refuses each one (opened and read whole) with an InputError
+//                                     naming the problem
 //
 // It is a test program (check_PROGRAMS) rather than a helper built some other way because the
 // test suite runs every check program with no arguments: that run is the self-test, so the
@@ -162,6 +165,20 @@ void make_dataset(const std::string& kind, const std::string& out) {
     H5Fclose(file);
     fail("unknown dataset kind '" + kind + "'");
   }
+  ok(H5Fclose(file), "H5Fclose");
+}
+
+// N tokens of which the one at `index` is out of range: for runs that must fail exactly when
+// (and where) they read it, and for runs that must succeed because they never do.
+void make_bad_token_dataset(uint64_t n, uint64_t index, const std::string& out) {
+  std::vector<int32_t> tokens(n);
+  for (uint64_t i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>(i % 16);
+  if (index < n) tokens[index] = 300;
+  hid_t file = create(out);
+  write_dataset(file, "/tokens", H5T_STD_U16LE, {n}, H5T_NATIVE_INT32, tokens.data());
+  hid_t d = ok(H5Dopen2(file, "/tokens", H5P_DEFAULT), "H5Dopen2");
+  set_int_attr(d, "vocab_size", 256);
+  H5Dclose(d);
   ok(H5Fclose(file), "H5Fclose");
 }
 
@@ -330,7 +347,13 @@ void expect_refused(const std::string& label, const char* fragment,
 int self_test() {
   const Comm self = Comm::self();
   make_tiny_dataset("tiny.h5");
-  const mptrain::TokenDataset tiny = mptrain::TokenDataset::load(self, "tiny.h5");
+  const mptrain::TokenDataset tiny = mptrain::TokenDataset::open(self, "tiny.h5");
+  // Opening checks the file; reading checks the tokens: a dataset is refused by one or the other.
+  auto open_and_read = [&](const std::string& path) {
+    const mptrain::TokenDataset d = mptrain::TokenDataset::open(self, path);
+    std::vector<int32_t> all(d.size());
+    d.read(0, all);
+  };
   if (tiny.size() != 64 || tiny.vocab_size() != tiny_vocab) {
     std::printf("FAIL: tiny-dataset reads back as %zu tokens, vocab %d\n", tiny.size(),
                 tiny.vocab_size());
@@ -340,7 +363,7 @@ int self_test() {
     const std::string path = std::string("dataset-") + k.name + ".h5";
     make_dataset(k.name, path);
     expect_refused(std::string("dataset ") + k.name + " (" + k.what + ")", k.expect,
-                   [&] { mptrain::TokenDataset::load(self, path); });
+                   [&] { open_and_read(path); });
   }
 
   make_tiny_checkpoint("tiny-ckpt.h5");
@@ -366,7 +389,8 @@ int self_test() {
 
 void usage(std::FILE* out) {
   std::fprintf(out,
-               "usage: bad_files dataset KIND OUT | checkpoint KIND IN OUT | tiny-dataset OUT |"
+               "usage: bad_files dataset KIND OUT | checkpoint KIND IN OUT | bad-token N INDEX OUT |"
+               " tiny-dataset OUT |"
                " tiny-checkpoint OUT [model-only]\n  (no arguments: self-test)\n  dataset kinds:");
   for (const Kind& k : dataset_kinds) std::fprintf(out, " %s", k.name);
   std::fprintf(out, "\n  checkpoint kinds:");
@@ -390,6 +414,8 @@ int main(int argc, char** argv) {
       make_dataset(args[1], args[2]);
     } else if (args[0] == "checkpoint" && args.size() == 4) {
       make_checkpoint_defect(args[1], args[2], args[3]);
+    } else if (args[0] == "bad-token" && args.size() == 4) {
+      make_bad_token_dataset(std::stoull(args[1]), std::stoull(args[2]), args[3]);
     } else if (args[0] == "tiny-dataset" && args.size() == 2) {
       make_tiny_dataset(args[1]);
     } else if (args[0] == "tiny-checkpoint" && args.size() == 2) {

@@ -233,6 +233,17 @@ if [ -x "$mptrain" ] && [ -n "${MPIRUN:-}" ]; then
   cmp -s sample1.txt sample2.txt || fail "the same seed gave different samples"
   "$ckpt" sample ck/step_00000002.h5 --tokenizer words >sample3.txt 2>&1
   [ $? -eq 2 ] && grep -q "bytes or gpt2" sample3.txt || fail "sample --tokenizer words: $(cat sample3.txt)"
+  # The checkpoint carries the dataset's tokenizer (gpt2 and the vocabulary's fingerprint), and
+  # sample compares the encoder it loads with it: one whose ids 0 and 1 are swapped is refused.
+  "$ckpt" info ck/step_00000002.h5 >info.txt 2>&1
+  grep -q "^tokenizer *gpt2 fnv1a64:477131cd7ffe948a$" info.txt ||
+    fail "the checkpoint does not record the dataset's tokenizer: $(grep tokenizer info.txt)"
+  mkdir -p swapped && cp "$gpt2/vocab.bpe" swapped/ &&
+    sed -e '1s/^{"!": 0, "\\"": 1,/{"!": 1, "\\"": 0,/' "$gpt2/encoder.json" >swapped/encoder.json
+  cmp -s "$gpt2/encoder.json" swapped/encoder.json && fail "could not make the swapped encoder.json"
+  MPTRAIN_GPT2_DIR=swapped "$ckpt" sample ck/step_00000002.h5 --tokens 2 >sample4.txt 2>&1
+  [ $? -eq 2 ] && grep -q "trained on the GPT-2 vocabulary fnv1a64:477131cd7ffe948a, but swapped/encoder.json is fnv1a64:" sample4.txt ||
+    fail "sample with another vocabulary: $(cat sample4.txt)"
 fi
 
 if [ "$failures" -ne 0 ]; then

@@ -197,6 +197,8 @@ CheckpointMeta test_meta(long step) {
   meta.rng_seed = 18446744073709551615ull;
   meta.rng_offset = 42;
   meta.adam_step = step - 1;  // one non-finite step skipped
+  meta.tokenizer = "gpt2";
+  meta.tokenizer_vocab = "fnv1a64:477131cd7ffe948a";
   return meta;
 }
 
@@ -296,6 +298,8 @@ BOOST_AUTO_TEST_CASE(round_trip_same_and_other_sharding) {
   BOOST_TEST(meta.rng_seed == want.rng_seed);
   BOOST_TEST(meta.rng_offset == want.rng_offset);
   BOOST_TEST(meta.adam_step == want.adam_step);
+  BOOST_TEST(meta.tokenizer == want.tokenizer);
+  BOOST_TEST(meta.tokenizer_vocab == want.tokenizer_vocab);
 
   // Same sharding: every holder (replicas too) gets exactly its values back; padding survives.
   state.clear();
@@ -327,7 +331,20 @@ BOOST_AUTO_TEST_CASE(round_trip_same_and_other_sharding) {
     BOOST_TEST(h5::read_int_attr(optim, "step") == 11);
     BOOST_TEST(h5::read_string_attr(file, "format") == "mptrain-checkpoint");
     BOOST_TEST(h5::read_int_attr(file, "format_version") == 1);
+    BOOST_TEST(h5::read_string_attr(file, "tokenizer") == "gpt2");
   }
+  comm.barrier();
+  // A checkpoint written before the tokenizer attributes existed reads as "unknown", "".
+  if (comm.rank() == 0) {
+    h5::File file = h5::open_file(path, H5F_ACC_RDWR);
+    MPT_H5_CHECK(H5Adelete(file, "tokenizer"));
+    MPT_H5_CHECK(H5Adelete(file, "tokenizer_vocab"));
+  }
+  comm.barrier();
+  const CheckpointMeta older = read_checkpoint_meta(comm, path);
+  BOOST_TEST(older.tokenizer == "unknown");
+  BOOST_TEST(older.tokenizer_vocab.empty());
+  BOOST_TEST(older.step == 12);
   comm.barrier();
 }
 

@@ -1,9 +1,12 @@
 // Tests of token datasets and the sequential sampler (data.hpp). A dataset written by
-// write_token_dataset loads back identically (uint16 and int32 storage, with the checksum
-// filter on); the sampler's spans, rows and targets match positions worked out by hand from
-// doc/DESIGN.md §4, including the wrap to 0 and the split of rows over DP ranks; and each kind of bad
-// dataset is refused with an InputError naming the file and the problem. Runs on any number of
-// ranks (rank 0 writes the files, everyone loads them collectively).
+// write_token_dataset reads back identically (uint16 and int32 storage, with the checksum
+// filter on), over any range, across chunk and external-file boundaries, with each rank
+// reading different ranges a different number of times (reads are independent); the sampler's
+// spans, rows and targets match positions worked out by hand from doc/DESIGN.md §4, including the wrap
+// to 0 and the split of rows over DP ranks; each kind of bad dataset is refused at open with an
+// InputError naming the file and the problem; and a bad token or a damaged chunk fails exactly
+// the reads that touch it. Runs on any number of ranks (rank 0 writes the files, everyone opens
+// them collectively; test/data_reads.sh runs it on 3).
 #define BOOST_TEST_MODULE data
 #include <unistd.h>
 
@@ -16,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "io/dataset_format.hpp"
 #include "io/h5util.hpp"
 #include "mptrain/parallel/comm.hpp"
 #include "mpi_fixture.hpp"
@@ -84,11 +88,12 @@ void make_tokens(hid_t file, hid_t file_type, std::vector<hsize_t> dims,
   }
 }
 
-void expect_load_error(const SharedDir& dir, const std::string& path,
-                       const std::vector<std::string>& fragments) {
+// Expects `action` to throw an InputError whose message names `path` and holds every fragment.
+void expect_input_error(const std::string& path, const std::vector<std::string>& fragments,
+                        const std::function<void()>& action) {
   try {
-    TokenDataset::load(dir.comm, path);
-    BOOST_ERROR("loading " << path << " did not throw; expected '" << fragments.front() << "'");
+    action();
+    BOOST_ERROR(path << ": no error; expected '" << fragments.front() << "'");
   } catch (const InputError& e) {
     std::string message = e.what();
     BOOST_TEST_MESSAGE("InputError: " << message);
@@ -98,7 +103,26 @@ void expect_load_error(const SharedDir& dir, const std::string& path,
                  "'" << message << "' lacks '" << fragment << "'");
     }
   }
+}
+
+void expect_load_error(const SharedDir& dir, const std::string& path,
+                       const std::vector<std::string>& fragments) {
+  expect_input_error(path, fragments, [&] { TokenDataset::open(dir.comm, path); });
   dir.comm.barrier();
+}
+
+// Tokens [begin, begin + count) of `data`.
+std::vector<int32_t> read_range(const TokenDataset& data, uint64_t begin, uint64_t count) {
+  std::vector<int32_t> out(count);
+  data.read(begin, out);
+  return out;
+}
+
+// Every token of `data`, read in one piece.
+std::vector<int32_t> read_all(const TokenDataset& data) {
+  std::vector<int32_t> out(data.size());
+  data.read(0, out);
+  return out;
 }
 
 std::vector<int32_t> iota_tokens(size_t n, int32_t modulus) {
@@ -140,12 +164,11 @@ BOOST_AUTO_TEST_CASE(write_then_load_uint16) {
   const std::string path = dir.file("small.h5");
   const std::vector<int32_t> tokens = iota_tokens(3000, 256);
   dir.on_root([&] { write_token_dataset(path, tokens, 256); });
-  TokenDataset data = TokenDataset::load(dir.comm, path);
+  TokenDataset data = TokenDataset::open(dir.comm, path);
   BOOST_TEST(data.path() == path);
   BOOST_TEST(data.vocab_size() == 256);
   BOOST_TEST(data.size() == tokens.size());
-  BOOST_TEST(std::vector<int32_t>(data.data(), data.data() + data.size()) == tokens,
-             boost::test_tools::per_element());
+  BOOST_TEST(read_all(data) == tokens, boost::test_tools::per_element());
   if (dir.comm.rank() == 0) {
     StoredLayout layout = stored_layout(path);
     BOOST_TEST(layout.type_size == 2u);
@@ -162,9 +185,9 @@ BOOST_AUTO_TEST_CASE(write_then_load_large_vocab_and_many_chunks) {
   std::vector<int32_t> tokens = iota_tokens((size_t{5} << 20) / 2, 70001);
   tokens.back() = 70000;
   dir.on_root([&] { write_token_dataset(path, tokens, 70001); });
-  TokenDataset data = TokenDataset::load(dir.comm, path);
+  TokenDataset data = TokenDataset::open(dir.comm, path);
   BOOST_TEST(data.vocab_size() == 70001);
-  BOOST_TEST(std::equal(tokens.begin(), tokens.end(), data.data()));
+  BOOST_TEST((read_all(data) == tokens));
   if (dir.comm.rank() == 0) {
     StoredLayout layout = stored_layout(path);
     BOOST_TEST(layout.type_size == 4u);
@@ -172,7 +195,7 @@ BOOST_AUTO_TEST_CASE(write_then_load_large_vocab_and_many_chunks) {
   }
   const std::string edge = dir.file("edge.h5");
   dir.on_root([&] { write_token_dataset(edge, std::vector<int32_t>{0, 65535, 7}, 65536); });
-  BOOST_TEST(TokenDataset::load(dir.comm, edge).data()[1] == 65535);
+  BOOST_TEST(read_all(TokenDataset::open(dir.comm, edge))[1] == 65535);
   if (dir.comm.rank() == 0) BOOST_TEST(stored_layout(edge).type_size == 2u);
   dir.comm.barrier();
 }
@@ -188,10 +211,109 @@ BOOST_AUTO_TEST_CASE(load_accepts_other_integer_types_and_root_vocab) {
       h5::write_int_attr(file, "vocab_size", 100);
     });
   });
-  TokenDataset data = TokenDataset::load(dir.comm, path);
+  TokenDataset data = TokenDataset::open(dir.comm, path);
   BOOST_TEST(data.vocab_size() == 100);
-  BOOST_TEST(std::vector<int32_t>(data.data(), data.data() + 4) == tokens,
-             boost::test_tools::per_element());
+  BOOST_TEST(read_all(data) == tokens, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(reads_any_range_independently) {
+  // 3.5 chunks of int32 tokens. Rank r makes r + 3 reads of its own ranges (chunk edges, the
+  // ends, ranges spanning several chunks) while the other ranks do other reads or none: a read
+  // that waited for other ranks would hang here. Each range must equal the written tokens.
+  SharedDir dir;
+  const std::string path = dir.file("ranges.h5");
+  const uint64_t chunk = dataset_format::chunk_tokens, n = chunk * 7 / 2;
+  const std::vector<int32_t> tokens = iota_tokens(n, 70001);
+  dir.on_root([&] { write_token_dataset(path, tokens, 70001); });
+  const TokenDataset data = TokenDataset::open(dir.comm, path);
+  BOOST_REQUIRE(data.size() == n);
+  const int rank = dir.comm.rank();
+  std::vector<std::pair<uint64_t, uint64_t>> ranges{
+      {chunk - 1, 2}, {0, 1}, {n - 1, 1}, {n - chunk / 2 - 3, chunk / 2 + 3}};
+  for (int k = 0; k < rank; ++k) ranges.push_back({(uint64_t(k) * 7919 * 131) % (n - 2 * chunk),
+                                                   2 * chunk - uint64_t(k)});
+  for (const auto& [begin, count] : ranges) {
+    BOOST_TEST_CONTEXT("rank " << rank << ", tokens [" << begin << ", " << begin + count << ")") {
+      const std::vector<int32_t> want(tokens.begin() + long(begin),
+                                      tokens.begin() + long(begin + count));
+      BOOST_TEST(read_range(data, begin, count) == want, boost::test_tools::per_element());
+    }
+  }
+  dir.comm.barrier();
+}
+
+BOOST_AUTO_TEST_CASE(bad_tokens_fail_only_the_reads_that_meet_them) {
+  // No token is checked at open; each read checks the tokens it returns. A token of 300 with
+  // vocab_size 256, a negative one, and an int64 beyond int32 (saturated by the conversion).
+  SharedDir dir;
+  struct Case {
+    const char* name;
+    hid_t type;
+    int64_t bad;
+    std::string message;
+  };
+  const std::vector<Case> cases{
+      {"too_big.h5", H5T_STD_U16LE, 300, "token 300 at index 37 is outside [0, vocab_size = 256)"},
+      {"negative.h5", H5T_STD_I32LE, -1, "token -1 at index 37 is outside"},
+      {"huge.h5", H5T_STD_I64LE, int64_t{1} << 40, "token 2147483647 at index 37 is outside"}};
+  for (const Case& c : cases) {
+    const std::string path = dir.file(c.name);
+    dir.on_root([&] {
+      write_raw(path, [&](hid_t file) {
+        std::vector<int64_t> values(100);
+        for (size_t i = 0; i < values.size(); ++i) values[i] = int64_t(i % 200);
+        values[37] = c.bad;
+        const hsize_t n = values.size();
+        h5::Dataspace space(h5::check(H5Screate_simple(1, &n, nullptr), "space"));
+        h5::Dataset ds(h5::check(
+            H5Dcreate2(file, "/tokens", c.type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+            "create"));
+        h5::check(H5Dwrite(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()),
+                  "write");
+        h5::write_int_attr(ds, "vocab_size", 256);
+      });
+    });
+    const TokenDataset data = TokenDataset::open(dir.comm, path);
+    BOOST_TEST(read_range(data, 0, 37).back() == 36);
+    BOOST_TEST(read_range(data, 38, 62).front() == 38);
+    expect_input_error(path, {c.message}, [&] { read_range(data, 30, 10); });
+    expect_input_error(path, {c.message}, [&] { read_range(data, 37, 1); });
+    dir.comm.barrier();
+  }
+}
+
+BOOST_AUTO_TEST_CASE(external_ranges_cross_segments) {
+  // An imported dataset over two token files (the second from a byte offset): ranges read
+  // across the boundary between them equal the tokens, and a token beyond the vocabulary in
+  // a file fails the reads that reach it.
+  SharedDir dir;
+  const std::string path = dir.file("external.h5"), a = dir.file("a.u16"), b = dir.file("b.u16");
+  std::vector<int32_t> tokens = iota_tokens(5000, 1000);
+  tokens[4500] = 1000;  // one past the vocabulary
+  dir.on_root([&] {
+    auto write_u16 = [&](const std::string& file, size_t skip_bytes, size_t from, size_t to) {
+      std::ofstream out(file, std::ios::binary);
+      out << std::string(skip_bytes, 'x');
+      for (size_t i = from; i < to; ++i) {
+        const char bytes[2] = {char(tokens[i] & 0xff), char(tokens[i] >> 8)};
+        out.write(bytes, 2);
+      }
+    };
+    write_u16(a, 0, 0, 3000);
+    write_u16(b, 6, 3000, 5000);
+    const std::vector<TokenSegment> segments{{a, 0, 3000}, {b, 6, 2000}};
+    write_external_token_dataset(path, segments, 1000, {});
+  });
+  const TokenDataset data = TokenDataset::open(dir.comm, path);
+  BOOST_REQUIRE(data.size() == 5000u);
+  for (const auto& [begin, count] : {std::pair<uint64_t, uint64_t>{2990, 20}, {0, 4500},
+                                     {2999, 1}, {3000, 1}, {4501, 499}})
+    BOOST_TEST(read_range(data, begin, count) ==
+                   std::vector<int32_t>(tokens.begin() + long(begin),
+                                        tokens.begin() + long(begin + count)),
+               boost::test_tools::per_element());
+  expect_input_error(path, {"token 1000 at index 4500"}, [&] { read_range(data, 2000, 3000); });
+  dir.comm.barrier();
 }
 
 BOOST_AUTO_TEST_CASE(sampler_walks_spans_and_wraps) {
@@ -201,7 +323,7 @@ BOOST_AUTO_TEST_CASE(sampler_walks_spans_and_wraps) {
   SharedDir dir;
   const std::string path = dir.file("iota50.h5");
   dir.on_root([&] { write_token_dataset(path, iota_tokens(50, 256), 256); });
-  TokenDataset data = TokenDataset::load(dir.comm, path);
+  TokenDataset data = TokenDataset::open(dir.comm, path);
   SequentialSampler sampler(data.size(), 4, 3);
   std::vector<size_t> starts;
   for (int k = 0; k < 6; ++k) {
@@ -258,7 +380,7 @@ BOOST_AUTO_TEST_CASE(sampler_wrap_boundary_and_fits) {
   BOOST_CHECK_THROW(SequentialSampler(12, 4, 3), InputError);
 }
 
-BOOST_AUTO_TEST_CASE(bad_datasets_are_refused) {
+BOOST_AUTO_TEST_CASE(bad_files_and_shapes_are_refused) {
   SharedDir dir;
   expect_load_error(dir, dir.file("missing.h5"), {"no such file"});
 
@@ -302,24 +424,10 @@ BOOST_AUTO_TEST_CASE(bad_datasets_are_refused) {
   });
   expect_load_error(dir, floats, {"floating-point", "integers"});
 
-  const std::string too_big = dir.file("too_big.h5");
-  dir.on_root([&] {
-    write_raw(too_big, [](hid_t file) {
-      make_tokens(file, H5T_STD_U16LE, {4}, {1, 2, 300, 3});
-      h5::write_int_attr(file, "vocab_size", 256);
-    });
-  });
-  expect_load_error(dir, too_big, {"token 300 at index 2", "vocab_size = 256"});
+}
 
-  const std::string negative = dir.file("negative.h5");
-  dir.on_root([&] {
-    write_raw(negative, [](hid_t file) {
-      make_tokens(file, H5T_STD_I32LE, {3}, {1, -1, 3});
-      h5::write_int_attr(file, "vocab_size", 256);
-    });
-  });
-  expect_load_error(dir, negative, {"token -1 at index 1"});
-
+BOOST_AUTO_TEST_CASE(bad_vocabularies_and_sizes_are_refused) {
+  SharedDir dir;
   const std::string no_vocab = dir.file("no_vocab.h5");
   dir.on_root([&] {
     write_raw(no_vocab, [](hid_t file) { make_tokens(file, H5T_STD_I32LE, {3}, {1, 2, 3}); });
@@ -409,21 +517,25 @@ BOOST_AUTO_TEST_CASE(damaged_metadata_fails_its_checksum) {
   expect_load_error(dir, path, {"checksum"});
 }
 
-BOOST_AUTO_TEST_CASE(corruption_is_detected) {
-  // Flip one byte inside the stored tokens: the Fletcher32 checksum must refuse the read.
+BOOST_AUTO_TEST_CASE(corruption_fails_the_reads_of_its_chunk) {
+  // Flip one byte inside the second of three chunks: the dataset opens (no token is read at
+  // open), reads of the other chunks succeed, and every read touching the damaged chunk is
+  // refused by its Fletcher32 checksum.
   SharedDir dir;
   const std::string path = dir.file("corrupt.h5");
-  const std::vector<int32_t> tokens = iota_tokens(4096, 256);
+  const uint64_t chunk = dataset_format::chunk_tokens;
+  const std::vector<int32_t> tokens = iota_tokens(3 * chunk, 256);
   dir.on_root([&] {
     write_token_dataset(path, tokens, 256);
-    haddr_t offset = 0;
+    haddr_t offset = HADDR_UNDEF;
     {
       h5::File file = h5::open_file(path, H5F_ACC_RDONLY);
       h5::Dataset ds(h5::check(H5Dopen2(file, "/tokens", H5P_DEFAULT), "open"));
       h5::Dataspace space(h5::check(H5Dget_space(ds), "space"));
       hsize_t chunk_offset = 0, size = 0;
       unsigned mask = 0;
-      h5::check(H5Dget_chunk_info(ds, space, 0, &chunk_offset, &mask, &offset, &size), "chunk");
+      h5::check(H5Dget_chunk_info(ds, space, 1, &chunk_offset, &mask, &offset, &size), "chunk");
+      BOOST_REQUIRE(chunk_offset == chunk);
     }
     BOOST_REQUIRE(offset != HADDR_UNDEF);
     std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
@@ -434,7 +546,17 @@ BOOST_AUTO_TEST_CASE(corruption_is_detected) {
     f.seekp(static_cast<std::streamoff>(offset + 100));
     f.write(&byte, 1);
   });
-  expect_load_error(dir, path, {"read /tokens", "Fletcher32 checksum"});
+  const TokenDataset data = TokenDataset::open(dir.comm, path);
+  BOOST_TEST(read_range(data, 0, chunk) == std::vector<int32_t>(tokens.begin(), tokens.begin() + long(chunk)),
+             boost::test_tools::per_element());
+  BOOST_TEST(read_range(data, 2 * chunk, chunk) ==
+                 std::vector<int32_t>(tokens.begin() + long(2 * chunk), tokens.end()),
+             boost::test_tools::per_element());
+  for (const auto& [begin, count] : {std::pair<uint64_t, uint64_t>{chunk + 5, 10},
+                                     {chunk - 1, 2}, {2 * chunk - 1, 2}, {0, 3 * chunk}})
+    expect_input_error(path, {"read /tokens [" + std::to_string(begin), "Fletcher32 checksum"},
+                       [&] { read_range(data, begin, count); });
+  dir.comm.barrier();
 }
 
 BOOST_AUTO_TEST_CASE(write_refuses_bad_input) {

@@ -204,7 +204,7 @@ BOOST_AUTO_TEST_CASE(logits_and_loss_of_the_first_batch) {
       build_run(golden_deck({"--parallel.micro_batch=" + std::to_string(rows)}), Comm::world());
   const Golden& g = golden();
   const int T = run->deck.model.seq_len;
-  double loss = run->schedule->eval_batch(run->train_data, *run->sampler);  // collective
+  double loss = run->eval_batch(run->train_data, *run->sampler);  // collective
   run->grid.world().allreduce_sum(std::span<double>(&loss, 1));            // collective
   loss /= double(run->deck.train.global_batch) * T;
 
@@ -238,7 +238,7 @@ BOOST_AUTO_TEST_CASE(logits_and_loss_of_the_first_batch) {
 // reductions), every tensor's gradient norm and its dot product with d_i = sin(i + 1).
 BOOST_AUTO_TEST_CASE(gradients_of_the_first_batch) {
   std::unique_ptr<Run> run = build_run(golden_deck(), Comm::world());  // collective
-  double loss = run->schedule->train_batch(run->train_data, *run->sampler, *run->optimizer);
+  double loss = run->train_batch();  // collective
   run->grid.world().allreduce_sum(std::span<double>(&loss, 1));  // collective
   loss /= double(run->deck.train.global_batch) * run->deck.model.seq_len;
   BOOST_TEST(std::abs(loss - golden().loss0) <= kLossTol * golden().loss0);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "io/dataset_format.hpp"
 #include "io/h5util.hpp"
 #include "mptrain/io/token_import.hpp"
 #include "mpi_fixture.hpp"
@@ -71,8 +72,10 @@ std::vector<int32_t> ramp(size_t n, int32_t start, int32_t modulus) {
 }
 
 std::vector<int32_t> load(const std::string& path) {
-  const TokenDataset d = TokenDataset::load(Comm::self(), path);
-  return {d.data(), d.data() + d.size()};
+  const TokenDataset d = TokenDataset::open(Comm::self(), path);
+  std::vector<int32_t> tokens(d.size());
+  d.read(0, tokens);
+  return tokens;
 }
 
 std::string input_error(const std::function<void()>& run) {
@@ -118,7 +121,7 @@ BOOST_AUTO_TEST_CASE(llmc_shards_become_one_external_dataset) {
   BOOST_TEST(load(out) == both, boost::test_tools::per_element());
   BOOST_TEST(external_files(out) == 2);
   BOOST_TEST(fs::file_size(out) < 8192u);  // the tokens were not copied
-  const TokenDataset d = TokenDataset::load(Comm::self(), out);
+  const TokenDataset d = TokenDataset::open(Comm::self(), out);
   BOOST_TEST(d.vocab_size() == 50257);
   BOOST_TEST(d.tokenizer().name == "gpt2");
   BOOST_TEST(d.tokenizer().vocab == "fnv1a64:0123");
@@ -249,13 +252,13 @@ BOOST_AUTO_TEST_CASE(relative_external_names_resolve_next_to_the_dataset) {
   fs::current_path(cwd);
   BOOST_TEST(message.empty(), message);
   BOOST_TEST(loaded == tokens);
-  BOOST_TEST(TokenDataset::load(Comm::self(), out).tokenizer().name == "unknown");
+  BOOST_TEST(TokenDataset::open(Comm::self(), out).tokenizer().name == "unknown");
 }
 
 BOOST_AUTO_TEST_CASE(streaming_writer_matches_one_write_and_splits_anywhere) {
   // 2.5 chunks of tokens appended in uneven pieces, then tails split off at several sizes:
   // inside the unwritten buffer, across it into written chunks, and whole chunks.
-  const size_t chunk = size_t{1} << 20;
+  const size_t chunk = dataset_format::chunk_tokens;
   const std::vector<int32_t> tokens = ramp(chunk * 5 / 2, 0, 70001);
   for (size_t tail : {size_t{3}, chunk / 2 + 10, chunk + 1, size_t{2} * chunk}) {
     BOOST_TEST_CONTEXT("tail of " << tail << " tokens") {
@@ -273,10 +276,10 @@ BOOST_AUTO_TEST_CASE(streaming_writer_matches_one_write_and_splits_anywhere) {
                   std::vector<int32_t>(tokens.begin(), tokens.begin() + static_cast<long>(head))));
       BOOST_TEST((load(file("tail.h5")) ==
                   std::vector<int32_t>(tokens.begin() + static_cast<long>(head), tokens.end())));
-      BOOST_TEST(TokenDataset::load(Comm::self(), file("tail.h5")).tokenizer().name == "bytes");
+      BOOST_TEST(TokenDataset::open(Comm::self(), file("tail.h5")).tokenizer().name == "bytes");
     }
   }
-  // A small dataset gets one chunk of its own size (no 1 Mi-token padding on disk).
+  // A small dataset gets one chunk of its own size (no 64 Ki-token padding on disk).
   write_token_dataset(file("small.h5"), ramp(100, 0, 256), 256);
   BOOST_TEST(fs::file_size(file("small.h5")) < 8192u);
 }

@@ -250,9 +250,10 @@ BOOST_AUTO_TEST_CASE(traffic_of_the_golden_model_on_tp2_pp2_dp2_by_hand) {
   // The tied embedding's gradient between the two stages: 34 * 16 floats.
   BOOST_TEST(payload(s0, Axis::embed) == 4u * 544);
   BOOST_TEST(payload(s1, Axis::embed) == 4u * 544);
-  // World: loss and norm (doubles), preemption flag (int); a ring of 8 sends 2 * 7/8 of it.
-  BOOST_TEST(payload(s0, Axis::world) == 20u);
-  BOOST_TEST(wire(s0, Axis::world) == 35.0);
+  // World: loss and norm (doubles), preemption flag and batch-read check (ints); a ring of 8
+  // sends 2 * 7/8 of it.
+  BOOST_TEST(payload(s0, Axis::world) == 24u);
+  BOOST_TEST(wire(s0, Axis::world) == 42.0);
   // ZeRO-1: reduce-scatter of the buffer and all-gather of the 1/dp shard: 1.5 times the
   // payload, but the same bytes on the wire as the all-reduce.
   const StepTraffic z = step_traffic(m, L, 0, 1, 4, 1);
@@ -266,7 +267,7 @@ BOOST_AUTO_TEST_CASE(traffic_scales_with_the_layout) {
   // One rank: only the world all-reduces, which a ring of one does not send.
   const StepTraffic one = step_traffic(m, Layout{1, 1, 1}, 0, 1, 8, 0);
   for (int a = 0; a < n_axes; ++a) {
-    BOOST_TEST(one.payload[a] == (Axis(a) == Axis::world ? 20u : 0u));
+    BOOST_TEST(one.payload[a] == (Axis(a) == Axis::world ? 24u : 0u));
     BOOST_TEST(one.wire[a] == 0.0);
   }
   // ZeRO's wire bytes equal the all-reduce's for every dp; ring all-reduce wire -> 2x payload.

@@ -402,6 +402,8 @@ CheckpointMeta meta_from_rank0(const Comm& comm, const CheckpointMeta& meta) {
   out.deck_text = comm.bcast_string(meta.deck_text, 0);    // collective
   out.model_text = comm.bcast_string(meta.model_text, 0);  // collective
   out.layout = comm.bcast_string(meta.layout, 0);          // collective
+  out.tokenizer = comm.bcast_string(meta.tokenizer, 0);    // collective
+  out.tokenizer_vocab = comm.bcast_string(meta.tokenizer_vocab, 0);  // collective
   std::array<int64_t, 6> numbers{meta.step, meta.tokens_seen,
                                  std::bit_cast<int64_t>(meta.sampler_position),
                                  std::bit_cast<int64_t>(meta.rng_seed),
@@ -445,6 +447,8 @@ void write_meta(hid_t file, const CheckpointMeta& meta) {
   h5::write_uint_attr(file, "sampler_position", meta.sampler_position);
   h5::write_uint_attr(file, "rng_seed", meta.rng_seed);
   h5::write_uint_attr(file, "rng_offset", meta.rng_offset);
+  h5::write_string_attr(file, "tokenizer", meta.tokenizer);
+  h5::write_string_attr(file, "tokenizer_vocab", meta.tokenizer_vocab);
   for (const char* name : {"/model", "/optim", "/optim/m", "/optim/v"}) {
     h5::Group group(h5::check(H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
                               std::string("create group ") + name));
@@ -482,6 +486,9 @@ CheckpointMeta read_meta(hid_t file, const std::string& path) {
   meta.sampler_position = h5::read_uint_attr(file, "sampler_position");
   meta.rng_seed = h5::read_uint_attr(file, "rng_seed");
   meta.rng_offset = h5::read_uint_attr(file, "rng_offset");
+  if (h5::has_attr(file, "tokenizer")) meta.tokenizer = h5::read_string_attr(file, "tokenizer");
+  if (h5::has_attr(file, "tokenizer_vocab"))
+    meta.tokenizer_vocab = h5::read_string_attr(file, "tokenizer_vocab");
   // AdamW's own step count (differs from `step` once a non-finite step was skipped).
   if (!h5::link_exists(file, "/optim"))
     throw CheckpointError(path + ": missing group /optim");

@@ -1,10 +1,14 @@
-// Token datasets and the sequential sampler (data.hpp, doc/DESIGN.md §4).
+// Reading token datasets (data.hpp, doc/DESIGN.md §4); the samplers are in sampler.cpp, the writers
+// in token_writer.cpp.
 //
 // A dataset is an HDF5 file holding a 1-D integer dataset /tokens whose `vocab_size` attribute
-// bounds every token. Training reads it collectively through MPI-IO: every rank makes the same
-// HDF5 calls in the same order (the access list asks for collective metadata operations) and
-// reads all the tokens, since any rank may need any span. Every check below sees the same file
-// on every rank and so fails identically everywhere, which is why problems are InputErrors.
+// bounds every token. Training opens it collectively through MPI-IO: every rank makes the same
+// HDF5 calls in the same order (the access list asks for collective metadata operations, so
+// one rank reads the file's metadata and the others receive it). Every check at open sees the
+// same file on every rank and so fails identically everywhere, which is why problems are
+// InputErrors. The tokens are not read at open: each rank later reads the ranges its rows of
+// each batch need, independently (read()), and checks every token it reads against the
+// vocabulary; the layer that calls it turns one rank's failure into everyone's.
 //
 // Writing (mptrain-prep, io/token_writer.cpp) is serial and uses the plain POSIX driver. Tokens
 // are stored as uint16 when the vocabulary allows it (half the bytes of int32), chunked, with
@@ -16,11 +20,11 @@
 #include <algorithm>
 #include <filesystem>
 #include <limits>
+#include <memory>
 
 #include "io/h5util.hpp"
 #include "io/dataset_format.hpp"
 #include "mptrain/core/error.hpp"
-#include "mptrain/core/rng.hpp"
 
 namespace mptrain {
 namespace {
@@ -139,205 +143,164 @@ bool check_external_storage(const std::string& path, hid_t tokens, hsize_t n, si
   return true;
 }
 
+// Checked before HDF5 so the common mistakes get plain words rather than MPI-IO's.
+h5::File open_file(const Comm& comm, const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw InputError(dataset_prefix(path) + "no such file");
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw InputError(dataset_prefix(path) + "not a regular file");
+  h5::quiet();
+  h5::PropList fapl(comm.make_hdf5_mpio_fapl());
+  try {
+    return h5::open_file(path, H5F_ACC_RDONLY, fapl);
+  } catch (const h5::Error& e) {
+    if (e.reason().find("signature") != std::string::npos)
+      throw InputError(dataset_prefix(path) + "not an HDF5 file (make one with mptrain-prep)");
+    throw InputError(dataset_prefix(path) + "cannot open: " + e.reason());
+  }
+}
+
+// /tokens, which must be a dataset. External token files named relatively are found next to
+// the dataset file. Its metadata reads are independent: the ranks read their ranges at
+// different times, and a read that needs a node of the chunk index must not wait for the others.
+h5::Dataset open_tokens(const std::string& path, hid_t file) {
+  if (!h5::link_exists(file, tokens_path))
+    throw InputError(dataset_prefix(path) +
+                     "no /tokens dataset (expected a 1-D integer dataset /tokens)");
+  {
+    h5::Object object(h5::check(H5Oopen(file, tokens_path, H5P_DEFAULT), "open /tokens"));
+    if (H5Iget_type(object) != H5I_DATASET)
+      throw InputError(dataset_prefix(path) + "/tokens is a group, not a dataset");
+  }
+  h5::PropList dapl(h5::check(H5Pcreate(H5P_DATASET_ACCESS), "dataset access list"));
+  h5::check(H5Pset_efile_prefix(dapl, "${ORIGIN}"), "set the external file prefix");
+  h5::check(H5Pset_all_coll_metadata_ops(dapl, false), "set independent metadata reads");
+  return h5::Dataset(h5::check(H5Dopen2(file, tokens_path, dapl), "open /tokens"));
+}
+
+// The number of tokens and the size of each (bytes): /tokens must be a non-empty 1-D dataset
+// of 1- to 8-byte integers.
+std::pair<hsize_t, size_t> token_shape(const std::string& path, hid_t tokens) {
+  h5::Datatype type(h5::check(H5Dget_type(tokens), "type of /tokens"));
+  const H5T_class_t cls = H5Tget_class(type);
+  if (cls != H5T_INTEGER)
+    throw InputError(dataset_prefix(path) + "/tokens has a " + type_class_name(cls) +
+                     " type; token ids must be integers");
+  h5::Dataspace space(h5::check(H5Dget_space(tokens), "dataspace of /tokens"));
+  const int rank = h5::check(H5Sget_simple_extent_ndims(space), "rank of /tokens");
+  if (rank != 1) {
+    std::vector<hsize_t> dims(std::max(rank, 1));
+    h5::check(H5Sget_simple_extent_dims(space, dims.data(), nullptr), "shape of /tokens");
+    std::string shape;
+    for (int i = 0; i < rank; ++i) shape += (i ? " x " : "") + std::to_string(dims[i]);
+    throw InputError(dataset_prefix(path) + "/tokens is " + std::to_string(rank) + "-D (" +
+                     (shape.empty() ? "scalar" : shape) + "); it must be 1-D");
+  }
+  hsize_t n = 0;
+  h5::check(H5Sget_simple_extent_dims(space, &n, nullptr), "shape of /tokens");
+  if (n == 0) throw InputError(dataset_prefix(path) + "/tokens is empty");
+  const size_t element = H5Tget_size(type);
+  if (element < 1 || element > sizeof(int64_t))
+    throw InputError(dataset_prefix(path) + "/tokens has " + std::to_string(element) +
+                     "-byte integers; token ids must be 1- to 8-byte integers");
+  return {n, element};
+}
+
+// A damaged or hostile file can declare any extent: refuse sizes it does not store before
+// reading them (mptrain-prep's files are uncompressed), and a stored size beyond the file's
+// own (the chunk index claims it). Tokens in external files (mptrain-prep --import) are
+// checked against those files instead.
+void check_storage(const std::string& path, hid_t file, hid_t tokens, hsize_t n, size_t element) {
+  const bool external = check_external_storage(path, tokens, n, element);
+  const hsize_t stored = external ? n * element : H5Dget_storage_size(tokens);
+  if (!external && stored > h5::file_size_of(file))
+    throw InputError(dataset_prefix(path) + "/tokens claims " + std::to_string(stored) +
+                     " bytes of storage, more than the file holds (damaged file)");
+  if (stored / element < n)
+    throw InputError(dataset_prefix(path) + "/tokens declares " + std::to_string(n) +
+                     " tokens but stores only " + std::to_string(stored) + " bytes of " +
+                     std::to_string(element) + "-byte integers (damaged or compressed file)");
+}
+
+// The first token outside [0, vocab): InputError naming it and its index (`first` is the
+// index of tokens[0] in the dataset).
+void check_range(const std::string& path, int vocab, uint64_t first,
+                 std::span<const int32_t> tokens) {
+  auto bad = std::find_if(tokens.begin(), tokens.end(),
+                          [vocab](int32_t t) { return t < 0 || t >= vocab; });
+  if (bad != tokens.end())
+    throw InputError(dataset_prefix(path) + "token " + std::to_string(*bad) + " at index " +
+                     std::to_string(first + uint64_t(bad - tokens.begin())) +
+                     " is outside [0, vocab_size = " + std::to_string(vocab) + ")");
+}
+
 }  // namespace
+
+struct TokenDataset::Stored {
+  h5::File file;  // declared first: closed after the dataset
+  h5::Dataset tokens;
+};
 
 TokenDataset TokenDataset::from_tokens(std::string name, int vocab_size,
                                        std::vector<int32_t> tokens) {
   if (vocab_size <= 0)
     throw InputError(dataset_prefix(name) + "vocab_size must be > 0, got " +
                      std::to_string(vocab_size));
-  for (int32_t t : tokens)
-    if (t < 0 || t >= vocab_size)
-      throw InputError(dataset_prefix(name) + "token " + std::to_string(t) + " outside [0, " +
-                       std::to_string(vocab_size) + ")");
+  check_range(name, vocab_size, 0, tokens);
   TokenDataset out;
   out.path_ = std::move(name);
   out.vocab_size_ = vocab_size;
-  out.tokens_ = std::move(tokens);
+  out.size_ = tokens.size();
+  out.memory_ = std::make_shared<const std::vector<int32_t>>(std::move(tokens));
   return out;
 }
 
-TokenDataset TokenDataset::load(const Comm& comm, const std::string& path) {
-  // Checked before HDF5 so the common mistakes get plain words rather than MPI-IO's.
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) {
-    throw InputError(dataset_prefix(path) + "no such file");
-  }
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw InputError(dataset_prefix(path) + "not a regular file");
-  }
-
-  h5::quiet();
-  h5::PropList fapl(comm.make_hdf5_mpio_fapl());
-  h5::File file;
-  try {
-    file = h5::open_file(path, H5F_ACC_RDONLY, fapl);
-  } catch (const h5::Error& e) {
-    if (e.reason().find("signature") != std::string::npos) {
-      throw InputError(dataset_prefix(path) + "not an HDF5 file (make one with mptrain-prep)");
-    }
-    throw InputError(dataset_prefix(path) + "cannot open: " + e.reason());
-  }
-
+TokenDataset TokenDataset::open(const Comm& comm, const std::string& path) {
+  auto stored = std::make_shared<Stored>();
+  stored->file = open_file(comm, path);  // collective
   TokenDataset out;
   out.path_ = path;
   try {
-    if (!h5::link_exists(file, tokens_path)) {
-      throw InputError(dataset_prefix(path) +
-                       "no /tokens dataset (expected a 1-D integer dataset /tokens)");
-    }
-    {
-      h5::Object object(h5::check(H5Oopen(file, tokens_path, H5P_DEFAULT), "open /tokens"));
-      if (H5Iget_type(object) != H5I_DATASET) {
-        throw InputError(dataset_prefix(path) + "/tokens is a group, not a dataset");
-      }
-    }
-    // External token files named relatively are found next to the dataset file.
-    h5::PropList dapl(h5::check(H5Pcreate(H5P_DATASET_ACCESS), "dataset access list"));
-    h5::check(H5Pset_efile_prefix(dapl, "${ORIGIN}"), "set the external file prefix");
-    h5::Dataset tokens(h5::check(H5Dopen2(file, tokens_path, dapl), "open /tokens"));
-
-    h5::Datatype type(h5::check(H5Dget_type(tokens), "type of /tokens"));
-    H5T_class_t cls = H5Tget_class(type);
-    if (cls != H5T_INTEGER) {
-      throw InputError(dataset_prefix(path) + "/tokens has a " + type_class_name(cls) +
-                       " type; token ids must be integers");
-    }
-    h5::Dataspace space(h5::check(H5Dget_space(tokens), "dataspace of /tokens"));
-    int rank = h5::check(H5Sget_simple_extent_ndims(space), "rank of /tokens");
-    if (rank != 1) {
-      std::vector<hsize_t> dims(std::max(rank, 1));
-      h5::check(H5Sget_simple_extent_dims(space, dims.data(), nullptr), "shape of /tokens");
-      std::string shape;
-      for (int i = 0; i < rank; ++i) shape += (i ? " x " : "") + std::to_string(dims[i]);
-      throw InputError(dataset_prefix(path) + "/tokens is " + std::to_string(rank) + "-D (" +
-                       (shape.empty() ? "scalar" : shape) + "); it must be 1-D");
-    }
-    hsize_t n = 0;
-    h5::check(H5Sget_simple_extent_dims(space, &n, nullptr), "shape of /tokens");
-    if (n == 0) throw InputError(dataset_prefix(path) + "/tokens is empty");
-
-    out.vocab_size_ = read_vocab_size(path, file, tokens);
-    out.tokenizer_ = read_tokenizer(path, tokens);
-
-    // A damaged or hostile file can declare any extent and any integer size: refuse sizes it
-    // does not store before allocating for them (mptrain-prep's files are uncompressed), and
-    // a stored size beyond the file's own (the chunk index claims it). Tokens in external
-    // files (mptrain-prep --import) are checked against those files instead.
-    const size_t element = H5Tget_size(type);
-    if (element < 1 || element > sizeof(int64_t))
-      throw InputError(dataset_prefix(path) + "/tokens has " + std::to_string(element) +
-                       "-byte integers; token ids must be 1- to 8-byte integers");
-    const bool external = check_external_storage(path, tokens, n, element);
-    const hsize_t stored = external ? n * element : H5Dget_storage_size(tokens);
-    if (!external && stored > h5::file_size_of(file))
-      throw InputError(dataset_prefix(path) + "/tokens claims " + std::to_string(stored) +
-                       " bytes of storage, more than the file holds (damaged file)");
-    if (stored / element < n)
-      throw InputError(dataset_prefix(path) + "/tokens declares " + std::to_string(n) +
-                       " tokens but stores only " + std::to_string(stored) + " bytes of " +
-                       std::to_string(element) + "-byte integers (damaged or compressed file)");
-
-    out.tokens_.resize(n);
-    // HDF5 converts whatever integer type is stored (uint16 from mptrain-prep, int64 from numpy)
-    // to int32; values beyond int32 saturate and then fail the range check below.
-    h5::check(H5Dread(tokens, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.tokens_.data()),
-              "read /tokens");
+    stored->tokens = open_tokens(path, stored->file);
+    const auto [n, element] = token_shape(path, stored->tokens);
+    out.vocab_size_ = read_vocab_size(path, stored->file, stored->tokens);
+    out.tokenizer_ = read_tokenizer(path, stored->tokens);
+    check_storage(path, stored->file, stored->tokens, n, element);
+    out.size_ = n;
   } catch (const h5::Error& e) {
     throw InputError(dataset_prefix(path) + e.what());
   }
-
-  auto bad = std::find_if(out.tokens_.begin(), out.tokens_.end(),
-                          [&](int32_t t) { return t < 0 || t >= out.vocab_size_; });
-  if (bad != out.tokens_.end()) {
-    throw InputError(dataset_prefix(path) + "token " + std::to_string(*bad) + " at index " +
-                     std::to_string(bad - out.tokens_.begin()) +
-                     " is outside [0, vocab_size = " + std::to_string(out.vocab_size_) + ")");
-  }
+  out.stored_ = std::move(stored);
   return out;
 }
 
-SequentialSampler::SequentialSampler(size_t n_tokens, long global_batch, int seq_len)
-    : n_tokens_(n_tokens), global_batch_(global_batch), seq_len_(seq_len) {
-  if (!fits(n_tokens, global_batch, seq_len)) {
-    throw InputError("the dataset's " + std::to_string(n_tokens) +
-                     " tokens do not hold one global batch: [train] global_batch (" +
-                     std::to_string(global_batch) + ") x [model] seq_len (" +
-                     std::to_string(seq_len) + ") + 1 tokens are needed");
+void TokenDataset::read(uint64_t begin, std::span<int32_t> out) const {
+  MPT_CHECK(begin <= size_ && out.size() <= size_ - begin,
+            "read of tokens [" + std::to_string(begin) + ", " +
+                std::to_string(begin + out.size()) + ") of " + path_ + "'s " +
+                std::to_string(size_));
+  if (out.empty()) return;
+  if (memory_) {
+    std::copy_n(memory_->begin() + static_cast<std::ptrdiff_t>(begin), out.size(), out.begin());
+    return;  // checked when made
   }
-}
-
-bool SequentialSampler::fits(size_t n_tokens, long global_batch, int seq_len) {
-  if (global_batch < 1 || seq_len < 1) return false;
-  // G*T + 1 <= N, written to avoid overflow for absurd G and T.
-  const size_t g = static_cast<size_t>(global_batch);
-  const size_t t = static_cast<size_t>(seq_len);
-  return n_tokens >= 1 && g <= (n_tokens - 1) / t && g * t + 1 <= n_tokens;
-}
-
-void SequentialSampler::rows(const TokenDataset& data, long row_begin, long rows,
-                             std::vector<int32_t>& inputs, std::vector<int32_t>& targets) const {
-  const size_t T = static_cast<size_t>(seq_len_);
-  const size_t span = static_cast<size_t>(global_batch_) * T + 1;
-  MPT_CHECK(data.size() == n_tokens_, "sampler used with a dataset of another size");
-  MPT_CHECK(row_begin >= 0 && rows >= 0 && row_begin + rows <= global_batch_,
-            "sampler rows [" + std::to_string(row_begin) + ", " + std::to_string(row_begin + rows) +
-                ") outside the global batch of " + std::to_string(global_batch_));
-  MPT_CHECK(position_ + span <= n_tokens_,
-            "sampler position " + std::to_string(position_) + " leaves no room for a batch");
-  inputs.resize(static_cast<size_t>(rows) * T);
-  targets.resize(static_cast<size_t>(rows) * T);
-  const int32_t* tokens = data.data();
-  for (size_t r = 0; r < static_cast<size_t>(rows); ++r) {
-    // Row i of the batch is span[i*T, i*T + T); its targets are the next token of each.
-    const int32_t* row = tokens + position_ + (static_cast<size_t>(row_begin) + r) * T;
-    std::copy(row, row + T, inputs.begin() + static_cast<std::ptrdiff_t>(r * T));
-    std::copy(row + 1, row + T + 1, targets.begin() + static_cast<std::ptrdiff_t>(r * T));
+  const hsize_t start = begin, count = out.size();
+  try {
+    h5::Dataspace file_space(h5::check(H5Dget_space(stored_->tokens), "dataspace of /tokens"));
+    h5::check(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, nullptr, &count, nullptr),
+              "select tokens");
+    h5::Dataspace memory(h5::check(H5Screate_simple(1, &count, nullptr), "memory dataspace"));
+    // An independent transfer (the default): no other rank takes part. HDF5 converts whatever
+    // integer type is stored (uint16 from mptrain-prep, int64 from numpy) to int32; values
+    // beyond int32 saturate and then fail the range check.
+    h5::check(H5Dread(stored_->tokens, H5T_NATIVE_INT32, memory, file_space, H5P_DEFAULT,
+                      out.data()),
+              "read /tokens [" + std::to_string(begin) + ", " +
+                  std::to_string(begin + out.size()) + ")");
+  } catch (const h5::Error& e) {
+    throw InputError(dataset_prefix(path_) + e.what());
   }
-}
-
-void SequentialSampler::advance() {
-  const size_t step = static_cast<size_t>(global_batch_) * static_cast<size_t>(seq_len_);
-  position_ += step;
-  if (position_ + step + 1 > n_tokens_) position_ = 0;  // wrap: the next span would not fit
-  ++draws_;
-}
-
-void SequentialSampler::restore(uint64_t draws, size_t position) {
-  draws_ = draws;
-  position_ = position;
-}
-
-ShuffleSampler::ShuffleSampler(size_t n_tokens, long global_batch, int seq_len, uint64_t seed)
-    : SequentialSampler(n_tokens, global_batch, seq_len), seed_(seed) {
-  // Spans [k*G*T, k*G*T + G*T + 1) that fit: k <= (N - 1 - G*T) / (G*T).
-  batches_per_epoch_ = (n_tokens - 1 - batch_tokens()) / batch_tokens() + 1;
-  seek();
-}
-
-void ShuffleSampler::seek() {
-  const uint64_t epoch = draws() / batches_per_epoch_;
-  if (epoch != cached_epoch_) {
-    // A seeded permutation: sort the batch indices by counter-based random keys.
-    std::vector<std::pair<double, uint64_t>> keyed(batches_per_epoch_);
-    const uint64_t stream = name_stream("shuffle-sampler") ^ epoch;
-    for (uint64_t k = 0; k < batches_per_epoch_; ++k) keyed[k] = {uniform_at(seed_, stream, k), k};
-    std::sort(keyed.begin(), keyed.end());
-    order_.resize(batches_per_epoch_);
-    for (uint64_t k = 0; k < batches_per_epoch_; ++k) order_[k] = keyed[k].second;
-    cached_epoch_ = epoch;
-  }
-  set_position(order_[draws() % batches_per_epoch_] * batch_tokens());
-}
-
-void ShuffleSampler::advance() {
-  SequentialSampler::advance();
-  seek();
-}
-
-void ShuffleSampler::restore(uint64_t draws, size_t position) {
-  SequentialSampler::restore(draws, position);
-  seek();
+  check_range(path_, vocab_size_, begin, out);
 }
 
 }  // namespace mptrain

@@ -11,8 +11,11 @@ constexpr const char* tokens_path = "/tokens";
 constexpr const char* vocab_attr = "vocab_size";
 constexpr const char* tokenizer_attr = "tokenizer";
 constexpr const char* tokenizer_vocab_attr = "tokenizer_vocab";
-// 1 Mi tokens per chunk: large enough for fast sequential reads, small enough that a checksum
-// failure points at a small region.
-constexpr hsize_t chunk_tokens = hsize_t{1} << 20;
+// 64 Ki tokens per chunk (128 KiB as uint16, 256 KiB as int32). A chunk is the unit of
+// reading: training reads each rank's rows of a batch, and HDF5 reads (and checksums) every
+// chunk they touch whole, so a rank reads its rows plus at most two partial chunks; smaller
+// chunks waste less of each read, and one fits HDF5's default 1 MiB chunk cache. Larger ones
+// would only shrink the chunk index (5 G tokens: 76 Ki chunks) and the writer's calls.
+constexpr hsize_t chunk_tokens = hsize_t{1} << 16;
 
 }  // namespace mptrain::dataset_format

@@ -4,7 +4,7 @@
 //
 // The streaming writer holds back the first chunk's worth of tokens before it creates the
 // dataset, so a small dataset gets one chunk of exactly its size (no file padded to a full
-// 1 Mi-token chunk), while a large one gets full chunks, each with its Fletcher32 checksum.
+// 64 Ki-token chunk), while a large one gets full chunks, each with its Fletcher32 checksum.
 #include <algorithm>
 #include <filesystem>
 

@@ -16,22 +16,32 @@ PipelineSchedule::PipelineSchedule(Backend& backend, Model& model, const Grid& g
   micro_batches_ = static_cast<int>(global_batch / (long(grid.layout().dp) * micro_batch));
   loss_scale_ = static_cast<float>(1.0 / (double(global_batch) * model.shape().T));
   forward_sends_.resize(model.slots());
+  unused_.assign(size_t(micro_batch) * size_t(model.shape().T), 0);
 }
 
-void PipelineSchedule::load_tokens(int micro, const TokenDataset& data,
-                                   const SequentialSampler& sampler) {
-  // This DP rank's rows of the global batch, micro-batch `micro` of them.
-  const long rows_per_dp = global_batch_ / grid_.layout().dp;
-  const long first_row = grid_.dp_rank() * rows_per_dp + long(micro) * micro_batch_;
-  sampler.rows(data, first_row, micro_batch_, inputs_, targets_);
-  model_.set_tokens(micro % model_.slots(), inputs_.data(), targets_.data());
+void PipelineSchedule::check_rows(const BatchRows& batch) const {
+  const size_t tokens = size_t(global_batch_ / grid_.layout().dp) * size_t(model_.shape().T);
+  MPT_CHECK(!grid_.first_stage() || batch.inputs.size() == tokens,
+            "the first stage was handed " + std::to_string(batch.inputs.size()) +
+                " input tokens, not its rows' " + std::to_string(tokens));
+  MPT_CHECK(!grid_.last_stage() || batch.targets.size() == tokens,
+            "the last stage was handed " + std::to_string(batch.targets.size()) +
+                " target tokens, not its rows' " + std::to_string(tokens));
 }
 
-void PipelineSchedule::forward(int micro, const TokenDataset& data,
-                               const SequentialSampler& sampler) {
+void PipelineSchedule::load_tokens(int micro, const BatchRows& batch) {
+  // Micro-batch `micro` of this DP rank's rows; a stage that does not use the inputs (or the
+  // targets) gets zeros in their place.
+  const size_t offset = size_t(micro) * unused_.size();
+  const int32_t* inputs = grid_.first_stage() ? batch.inputs.data() + offset : unused_.data();
+  const int32_t* targets = grid_.last_stage() ? batch.targets.data() + offset : unused_.data();
+  model_.set_tokens(micro % model_.slots(), inputs, targets);
+}
+
+void PipelineSchedule::forward(int micro, const BatchRows& batch) {
   const int slot = micro % model_.slots();
   forward_sends_[slot].wait();  // the slot's output buffer is about to be overwritten
-  load_tokens(micro, data, sampler);
+  load_tokens(micro, batch);
   const size_t n = model_.activation_size();
   if (!grid_.first_stage())
     collectives_.recv(grid_.pp(), model_.stage_input(slot), n, grid_.pp_rank() - 1, micro);
@@ -76,12 +86,12 @@ std::vector<PipelineOp> one_f_one_b_order(int stages, int stage, int micro_batch
   return order;
 }
 
-double PipelineSchedule::train_batch(const TokenDataset& data, const SequentialSampler& sampler,
-                                     Optimizer& optimizer) {
+double PipelineSchedule::train_batch(const BatchRows& batch, Optimizer& optimizer) {
+  check_rows(batch);
   double loss = 0;
   for (const PipelineOp& op : one_f_one_b_order(grid_.layout().pp, grid_.pp_rank(), micro_batches_))
     if (op.kind == PipelineOp::forward)
-      forward(op.micro, data, sampler);
+      forward(op.micro, batch);
     else
       loss += backward(op.micro, optimizer);
   wait_sends();
@@ -89,10 +99,11 @@ double PipelineSchedule::train_batch(const TokenDataset& data, const SequentialS
   return grid_.tp_rank() == 0 ? loss : 0.0;
 }
 
-double PipelineSchedule::eval_batch(const TokenDataset& data, const SequentialSampler& sampler) {
+double PipelineSchedule::eval_batch(const BatchRows& batch) {
+  check_rows(batch);
   double loss = 0;
   for (int i = 0; i < micro_batches_; ++i) {
-    forward(i, data, sampler);
+    forward(i, batch);
     if (grid_.last_stage()) loss += model_.loss(i % model_.slots(), 0.0f, false);  // TP
   }
   wait_sends();

@@ -128,7 +128,7 @@ TokenDataset random_tokens(const Deck& deck) {
 
 // One training step, as train() in src/train/trainer.cpp does it (without logging/checkpoints).
 void train_step(Run& run, long total_steps) {
-  double loss = run.schedule->train_batch(run.train_data, *run.sampler, *run.optimizer);
+  double loss = run.train_batch();  // collective
   run.grid.world().allreduce_sum(std::span<double>(&loss, 1));  // collective over the world
   run.optimizer->step(run.step, total_steps);                    // collective
   run.sampler->advance();

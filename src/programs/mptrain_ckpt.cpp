@@ -169,6 +169,8 @@ int run_info(const std::vector<std::string>& args) {
   std::printf("sampler_position  %llu\n", static_cast<unsigned long long>(meta.sampler_position));
   std::printf("rng_seed          %llu\n", static_cast<unsigned long long>(meta.rng_seed));
   std::printf("rng_offset        %llu\n", static_cast<unsigned long long>(meta.rng_offset));
+  std::printf("tokenizer         %s%s%s\n", meta.tokenizer.c_str(),
+              meta.tokenizer_vocab.empty() ? "" : " ", meta.tokenizer_vocab.c_str());
   std::printf("deck:\n%s", indented(meta.deck_text, "  ").c_str());
 
   TensorFile file(path);
@@ -412,8 +414,9 @@ int run_diff(const std::vector<std::string>& args) {
 
 // ---------------------------------------------------------------- sample
 
-// The tokenizer of the model in `file` when none is named: checkpoints do not record it yet, so
-// it is told from the vocabulary (the rows of wte): GPT-2's 50257 tokens or 256 bytes.
+// The tokenizer of the model in `file` when none is named and the checkpoint does not record
+// one (older checkpoints, imported weights): told from the vocabulary (the rows of wte):
+// GPT-2's 50257 tokens or 256 bytes.
 std::string guess_tokenizer(const std::string& file) {
   for (const auto& t : TensorFile(file).list("/model")) {
     if (t.path != "/model/wte" || t.shape.empty()) continue;
@@ -457,7 +460,9 @@ int run_sample(const std::vector<std::string>& args) {
   if (file.empty()) throw InputError(usage);
   if (options.tokens < 0 || !(options.temperature > 0))
     throw InputError("--tokens must be >= 0 and --temperature > 0");
-  if (tokenizer.empty()) tokenizer = guess_tokenizer(file);
+  const CheckpointMeta meta = read_checkpoint_meta(Comm::self(), file);
+  const bool recorded = meta.tokenizer == "bytes" || meta.tokenizer == "gpt2";
+  if (tokenizer.empty()) tokenizer = recorded ? meta.tokenizer : guess_tokenizer(file);
   if (tokenizer != "bytes" && tokenizer != "gpt2") {
     throw InputError("--tokenizer " + tokenizer + ": bytes or gpt2");
   }
@@ -466,6 +471,11 @@ int run_sample(const std::vector<std::string>& args) {
     if (encoder.empty()) encoder = gpt2_default_file("encoder.json");
     if (merges.empty()) merges = gpt2_default_file("vocab.bpe");
     gpt2 = Gpt2Tokenizer::load(encoder, merges);
+    if (meta.tokenizer == "gpt2" && !meta.tokenizer_vocab.empty() &&
+        gpt2->vocab().fingerprint() != meta.tokenizer_vocab)
+      throw InputError(file + ": trained on the GPT-2 vocabulary " + meta.tokenizer_vocab +
+                       ", but " + encoder + " is " + gpt2->vocab().fingerprint() +
+                       "; name the encoder.json its dataset was made with (--encoder)");
     options.prompt_tokens = gpt2->encode(options.prompt);
     options.start_token = gpt2->vocab().end_of_text();
   }

@@ -71,6 +71,8 @@ void Run::save_checkpoint() {
   meta.rng_seed = deck.train.seed;
   meta.rng_offset = sampler->draws();
   meta.adam_step = optimizer->adam_step();
+  meta.tokenizer = train_data.tokenizer().name;
+  meta.tokenizer_vocab = train_data.tokenizer().vocab;
   CheckpointDir dir(deck.checkpoint.dir, deck.checkpoint.keep);
   dir.set_test_kill_in_save(hooks.kill_in_save);
   double seconds = 0;

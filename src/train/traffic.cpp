@@ -79,8 +79,9 @@ StepTraffic step_traffic(const ModelConfig& m, const Layout& L, int pp_rank, int
       set(Axis::embed, wte, ring_allreduce(wte, 2));
     }
   }
-  // The loss and the squared gradient norm (doubles), and the preemption flag (int).
-  const double world = 2 * sizeof(double) + sizeof(int);
+  // The loss and the squared gradient norm (doubles), the preemption flag and the batch-read
+  // check (ints).
+  const double world = 2 * sizeof(double) + 2 * sizeof(int);
   set(Axis::world, world, ring_allreduce(world, L.world()));
   return t;
 }

@@ -62,7 +62,7 @@ double validation_loss(Run& run) {
   SequentialSampler sampler(data.size(), run.deck.train.global_batch, run.deck.model.seq_len);
   double sum = 0;
   for (long b = 0; b < run.deck.data.val_batches; ++b) {
-    sum += run.schedule->eval_batch(data, sampler);  // collective over TP and PP
+    sum += run.eval_batch(data, sampler);  // collective over TP and PP
     sampler.advance();
   }
   run.grid.world().allreduce_sum(std::span<double>(&sum, 1));  // collective over the world
@@ -127,7 +127,7 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
   Run& r = *run;
   r.hooks = options.hooks;
   r.train_data = options.train_data ? *options.train_data
-                                     : TokenDataset::load(r.grid.world(), deck.data.train);  // collective
+                                     : TokenDataset::open(r.grid.world(), deck.data.train);  // collective
   ModelConfig& mc = r.deck.model;
   if (mc.vocab_size == 0) mc.vocab_size = r.train_data.vocab_size();
   if (mc.vocab_size < r.train_data.vocab_size())
@@ -140,7 +140,7 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
                      " tokens, fewer than one global batch needs (global_batch * seq_len + 1 = " +
                      std::to_string(G * mc.seq_len + 1) + ")");
   if (!deck.data.val.empty()) {
-    r.val_data = TokenDataset::load(r.grid.world(), deck.data.val);  // collective
+    r.val_data = TokenDataset::open(r.grid.world(), deck.data.val);  // collective
     if (r.val_data->vocab_size() > mc.vocab_size)
       throw InputError(deck.data.val + ": vocab_size " + std::to_string(r.val_data->vocab_size()) +
                        " exceeds the model's " + std::to_string(mc.vocab_size));
@@ -239,7 +239,7 @@ int train(const Deck& deck, Comm world, const TestHooks& hooks) {
     const CommCounters before = run.grid.counters();
     if (stop_on_signal(run)) return exit_preempted;  // collective over the world
     const Stopwatch step_clock;
-    double loss = run.schedule->train_batch(run.train_data, *run.sampler, *run.optimizer);
+    double loss = run.train_batch();  // collective
     if (TestHooks::fires(run.hooks.nan, run.step + 1, rank)) run.optimizer->inject_nonfinite_gradient();
     run.grid.world().allreduce_sum(std::span<double>(&loss, 1));  // collective over the world
     loss /= double(G * T);

@@ -1,8 +1,8 @@
 // libFuzzer harness for the token-dataset reader (test/fuzz_run.sh builds and runs it).
-// Each input is written to a file and loaded with TokenDataset::load on MPI_COMM_SELF. The
-// contract under test (data.hpp): a file either loads -- and then every token lies in
-// [0, vocab_size) -- or the load throws InputError. Anything else (another exception, a
-// crash, a sanitizer report, fatal()) is a finding.
+// Each input is written to a file, opened with TokenDataset::open on MPI_COMM_SELF and read
+// whole. The contract under test (data.hpp): opening either succeeds or throws InputError, and
+// so does the read -- which, when it succeeds, returns only tokens in [0, vocab_size).
+// Anything else (another exception, a crash, a sanitizer report, fatal()) is a finding.
 #include <unistd.h>
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "mptrain/parallel/comm.hpp"
 #include "mptrain/io/data.hpp"
@@ -35,10 +36,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   try {
-    const mptrain::TokenDataset d = mptrain::TokenDataset::load(mptrain::Comm::self(), path);
+    const mptrain::TokenDataset d = mptrain::TokenDataset::open(mptrain::Comm::self(), path);
     if (d.size() == 0 || d.vocab_size() < 1) std::abort();
-    for (size_t i = 0; i < d.size(); ++i)
-      if (d.data()[i] < 0 || d.data()[i] >= d.vocab_size()) std::abort();
+    std::vector<int32_t> tokens(d.size());
+    d.read(0, tokens);
+    for (int32_t t : tokens)
+      if (t < 0 || t >= d.vocab_size()) std::abort();
   } catch (const mptrain::InputError&) {
   }
   std::remove(path.c_str());

@@ -38,8 +38,10 @@ class CheckpointWriteError : public CheckpointError {
 
 // Scalars stored as root attributes (attribute names in brackets): step [step], tokens_seen
 // [tokens_seen], deck_text [deck], model_text [model_deck], layout [layout], sampler_position
-// [sampler_position], rng_seed [rng_seed], rng_offset [rng_offset]; next to them format and
-// format_version. adam_step is the attribute [step] of the group /optim.
+// [sampler_position], rng_seed [rng_seed], rng_offset [rng_offset], tokenizer [tokenizer],
+// tokenizer_vocab [tokenizer_vocab]; next to them format and format_version. adam_step is the
+// attribute [step] of the group /optim. The tokenizer attributes are optional on reading
+// (older checkpoints lack them: "unknown" and "").
 struct CheckpointMeta {
   long step = 0;                  // optimizer steps completed
   int64_t tokens_seen = 0;
@@ -50,6 +52,10 @@ struct CheckpointMeta {
   uint64_t rng_seed = 0;          // training seed
   uint64_t rng_offset = 0;        // counter-based generator position (shuffle sampler)
   long adam_step = 0;             // AdamW's step count (bias correction), stored on /optim
+  // The tokenizer of the training data (TokenizerInfo of io/data.hpp): what turns the model's
+  // ids back into text. "bytes", "gpt2" (with the vocabulary's fingerprint) or "unknown".
+  std::string tokenizer = "unknown";
+  std::string tokenizer_vocab;
 };
 
 // One tensor of this rank: its global-coordinate description and a host array of

@@ -1,8 +1,9 @@
-// Token datasets and the batch sampler. A dataset is an HDF5 file with a 1-D integer dataset
+// Token datasets and the batch samplers. A dataset is an HDF5 file with a 1-D integer dataset
 // /tokens and an attribute vocab_size (doc/DESIGN.md §4), plus attributes naming the tokenizer that
 // made it. The tokens are stored in the file or, for token files made elsewhere, left where
-// they are (HDF5 external storage). The sequential sampler walks the tokens in global batches
-// exactly as doc/DESIGN.md §4 specifies; each DP rank takes its rows.
+// they are (HDF5 external storage); a run reads them a batch at a time. The sequential sampler
+// walks the tokens in global batches exactly as doc/DESIGN.md §4 specifies; each DP rank takes its
+// rows.
 #pragma once
 
 #include <cstdint>
@@ -25,13 +26,19 @@ struct TokenizerInfo {
   std::string vocab;
 };
 
+// A token dataset open for reading: its size, vocabulary and tokenizer, and the tokens read on
+// demand, a range at a time (a rank reads only what its rows of each batch need, so memory does
+// not grow with the corpus). Copies share the open file.
 class TokenDataset {
  public:
-  // Collective over comm: every rank opens the file through MPI-IO and reads all tokens.
-  // Throws InputError (naming the file and the problem) for a missing or non-HDF5 file, no
-  // /tokens, a non-integer or non-1-D dataset, a missing or bad vocab_size, or a token outside
-  // [0, vocab_size).
-  static TokenDataset load(const Comm& comm, const std::string& path);
+  // Collective over comm: every rank opens the file through MPI-IO (collective metadata reads:
+  // one rank reads, all receive) and checks it; no token is read. Throws InputError (naming
+  // the file and the problem) for a missing or non-HDF5 file, no /tokens, a non-integer or
+  // non-1-D dataset, a missing or bad vocab_size, stored bytes fewer than the declared tokens
+  // need, or external token files missing or too short. The file stays open while a copy of
+  // the dataset exists: every rank of comm must let go of its last copy at the same point (the
+  // close is collective).
+  static TokenDataset open(const Comm& comm, const std::string& path);
   // Not collective: a dataset held in memory (the benchmark's synthetic tokens). `name` stands
   // in for the path in messages. Throws InputError for vocab_size <= 0 or a token outside
   // [0, vocab_size).
@@ -41,14 +48,21 @@ class TokenDataset {
   int vocab_size() const { return vocab_size_; }
   // From the file's attributes; name "unknown" when it has none.
   const TokenizerInfo& tokenizer() const { return tokenizer_; }
-  size_t size() const { return tokens_.size(); }
-  const int32_t* data() const { return tokens_.data(); }
+  uint64_t size() const { return size_; }
+  // Not collective (an independent read of the range; the chunks it touches are read whole and
+  // their checksums verified): tokens [begin, begin + out.size()) into out, which must lie
+  // within size(). Throws InputError naming the file for a token outside [0, vocab_size) (its
+  // index and value), or a failed read (a damaged chunk, an external token file gone).
+  void read(uint64_t begin, std::span<int32_t> out) const;
 
  private:
+  struct Stored;  // the open file and its /tokens
   std::string path_;
   int vocab_size_ = 0;
   TokenizerInfo tokenizer_;
-  std::vector<int32_t> tokens_;
+  uint64_t size_ = 0;
+  std::shared_ptr<const Stored> stored_;                // tokens in an HDF5 file, or
+  std::shared_ptr<const std::vector<int32_t>> memory_;  // tokens in memory (from_tokens)
 };
 
 // Not collective (one process writes): creates/overwrites path with /tokens (stored as uint16
@@ -93,42 +107,55 @@ struct TokenSegment {
 // Not collective. Creates/overwrites path with a /tokens that is not copied: HDF5 external
 // storage over the segments, in order (the files named by absolute path, so the dataset works
 // from any directory but its token files must stay where they are). Without a copy there is no
-// checksum; TokenDataset::load range-checks every token and checks that each file still holds
-// its segment. Throws InputError naming the file.
+// checksum; TokenDataset::open checks that each file still holds its segment, and read()
+// range-checks every token it reads. Throws InputError naming the file.
 void write_external_token_dataset(const std::string& path, std::span<const TokenSegment> segments,
                                   int vocab_size, const TokenizerInfo& tokenizer);
 
+// A run of consecutive tokens of a dataset: [begin, begin + count).
+struct TokenRange {
+  uint64_t begin = 0;
+  uint64_t count = 0;
+};
+
 // doc/DESIGN.md §4 sequential sampler. Batch k reads the span [p, p + G*T + 1); then p += G*T, and
-// p = 0 when p + G*T + 1 > N.
+// p = 0 when p + G*T + 1 > N. Row i of a batch is span[i*T, i*T + T) and its targets the next
+// token of each; DP rank d takes rows [d*G/dp, (d+1)*G/dp).
 class SequentialSampler {
  public:
-  SequentialSampler(size_t n_tokens, long global_batch, int seq_len);
+  SequentialSampler(uint64_t n_tokens, long global_batch, int seq_len);
   virtual ~SequentialSampler() = default;
+  long global_batch() const { return global_batch_; }
+  int seq_len() const { return seq_len_; }
   // Start of the current batch's span.
-  size_t position() const { return position_; }
-  void set_position(size_t p) { position_ = p; }
+  uint64_t position() const { return position_; }
+  void set_position(uint64_t p) { position_ = p; }
+  // The tokens rows [row_begin, row_begin + rows) of the current batch cover: rows*T + 1 of
+  // them, the first rows*T being the rows' inputs, (rows, T) row-major, and the last rows*T
+  // their targets (the rows of a batch are consecutive in its span).
+  TokenRange row_tokens(long row_begin, long rows) const;
   // Inputs and targets for rows [row_begin, row_begin + rows) of the current batch, each
-  // (rows, T) row-major.
+  // (rows, T) row-major, read from `data` (not collective; throws what data.read() throws).
   void rows(const TokenDataset& data, long row_begin, long rows, std::vector<int32_t>& inputs,
             std::vector<int32_t>& targets) const;
   virtual void advance();
   // Batches drawn so far (the shuffle sampler's state; informative for the sequential one).
   uint64_t draws() const { return draws_; }
   // Restores the state after `draws` batches (position included).
-  virtual void restore(uint64_t draws, size_t position);
+  virtual void restore(uint64_t draws, uint64_t position);
   // True when the dataset holds at least one global batch (G*T + 1 tokens).
-  static bool fits(size_t n_tokens, long global_batch, int seq_len);
+  static bool fits(uint64_t n_tokens, long global_batch, int seq_len);
 
  private:
-  size_t n_tokens_;
+  uint64_t n_tokens_;
   long global_batch_;
   int seq_len_;
-  size_t position_ = 0;
+  uint64_t position_ = 0;
   uint64_t draws_ = 0;
 
  protected:
-  size_t batch_tokens() const { return size_t(global_batch_) * size_t(seq_len_); }
-  size_t n_tokens() const { return n_tokens_; }
+  uint64_t batch_tokens() const { return uint64_t(global_batch_) * uint64_t(seq_len_); }
+  uint64_t n_tokens() const { return n_tokens_; }
 };
 
 // [data] sampler = shuffle: the same G*T-token batch spans as the sequential sampler (those
@@ -137,9 +164,9 @@ class SequentialSampler {
 // and resuming is exact.
 class ShuffleSampler : public SequentialSampler {
  public:
-  ShuffleSampler(size_t n_tokens, long global_batch, int seq_len, uint64_t seed);
+  ShuffleSampler(uint64_t n_tokens, long global_batch, int seq_len, uint64_t seed);
   void advance() override;
-  void restore(uint64_t draws, size_t position) override;
+  void restore(uint64_t draws, uint64_t position) override;
 
  private:
   void seek();  // position for the current draw count

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "mptrain/backend/backend.hpp"
 #include "mptrain/io/checkpoint.hpp"
@@ -31,6 +32,7 @@ struct Run {
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<PipelineSchedule> schedule;
   std::unique_ptr<SequentialSampler> sampler;
+  std::vector<int32_t> batch_tokens;  // this rank's rows of the batch at hand (batches.hpp)
   long step = 0;
   int64_t tokens_seen = 0;
   long last_saved_step = -1;
@@ -39,6 +41,13 @@ struct Run {
   Run(const Deck& d, Comm world, Layout layout) : deck(d), grid(std::move(world), layout) {}
   bool is_root() const { return grid.world().rank() == 0; }
   std::string layout_text() const;
+  // Collective over the world: one training batch, the one at the sampler's position, read
+  // (this rank's rows) and run through the schedule: forward, backward, gradients reduced.
+  // Returns this rank's part of the loss sum (PipelineSchedule::train_batch).
+  double train_batch();
+  // Collective over the world: the forward of the batch of `data` at `batches`' position
+  // (validation). Same return value.
+  double eval_batch(const TokenDataset& data, const SequentialSampler& batches);
   // Collective: the restart part of restart(); true when a checkpoint was restored.
   bool resume();
 
