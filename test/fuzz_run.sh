@@ -10,7 +10,8 @@
 #   fuzz_safetensors bytes -> the safetensors reader, in memory and from a file; only
 #                    InputError may escape, and the two readings must agree
 # For each harness, in order:
-#   1. the inputs that once broke mptrain (test/fuzz/regressions/NAME/) must run cleanly;
+#   1. the inputs that once broke mptrain (test/fuzz/regressions/NAME/) must run cleanly, and
+#      where X.expect sits beside input X, be refused with a message containing its first line;
 #   2. each documented HDF5 defect (test/fuzz/upstream/NAME/X.h5, described in X.txt, whose
 #      "signature:" line names the failure) must still fail inside HDF5 with that signature:
 #      one that runs cleanly, or fails otherwise, fails the test (the description is stale);
@@ -244,8 +245,16 @@ for h in "${harnesses[@]}"; do
   # 1. Inputs that once found a bug in mptrain: each must now run cleanly.
   for f in "$fuzz_dir/regressions/$h"/*; do
     [ -f "$f" ] || continue
-    verdict=$(replay "$h" "$f" replay.log)
-    if [ "$verdict" = none ]; then
+    [ "${f%.expect}" != "$f" ] && continue
+    verdict=$(FUZZ_SHOW_REFUSAL=1 replay "$h" "$f" replay.log)
+    # FILE.expect, where present, holds text the refusal must contain: the check that caught
+    # the defect is still the one that refuses it (not some later, luckier error).
+    if [ "$verdict" = none ] && [ -f "${f%.*}.expect" ] &&
+       ! grep -qF -- "$(head -1 "${f%.*}.expect")" replay.log; then
+      echo "FAIL: fuzz_$h: regression ${f##*/} is not refused with '$(head -1 "${f%.*}.expect")':"
+      grep '^refused: ' replay.log || tail -30 replay.log
+      status=1
+    elif [ "$verdict" = none ]; then
       echo "PASS: fuzz_$h: regression ${f##*/} runs cleanly"
     else
       echo "FAIL: fuzz_$h: regression ${f##*/} fails again: $verdict"; tail -30 replay.log; status=1

@@ -239,6 +239,7 @@ void check_range(const std::string& path, int vocab, uint64_t first,
 struct TokenDataset::Stored {
   h5::File file;  // declared first: closed after the dataset
   h5::Dataset tokens;
+  h5::ChunkLayout chunks;  // checked at open; each read checks the chunks it touches
 };
 
 TokenDataset TokenDataset::from_tokens(std::string name, int vocab_size,
@@ -266,6 +267,9 @@ TokenDataset TokenDataset::open(const Comm& comm, const std::string& path) {
     out.vocab_size_ = read_vocab_size(path, stored->file, stored->tokens);
     out.tokenizer_ = read_tokenizer(path, stored->tokens);
     check_storage(path, stored->file, stored->tokens, n, element);
+    if (const std::string damage = h5::read_chunk_layout(stored->tokens, stored->chunks);
+        !damage.empty())
+      throw InputError(dataset_prefix(path) + "/tokens is damaged: " + damage);
     out.size_ = n;
   } catch (const h5::Error& e) {
     throw InputError(dataset_prefix(path) + e.what());
@@ -286,6 +290,16 @@ void TokenDataset::read(uint64_t begin, std::span<int32_t> out) const {
   }
   const hsize_t start = begin, count = out.size();
   try {
+    // The chunks this read touches, before HDF5 allocates what their index records claim.
+    if (stored_->chunks.chunked) {
+      const hsize_t length = stored_->chunks.chunk[0];
+      for (hsize_t c = start / length; c <= (start + count - 1) / length; ++c) {
+        const hsize_t first = c * length;
+        if (const std::string damage = h5::damaged_chunk(stored_->tokens, stored_->chunks, &first);
+            !damage.empty())
+          throw InputError(dataset_prefix(path_) + "/tokens is damaged: " + damage);
+      }
+    }
     h5::Dataspace file_space(h5::check(H5Dget_space(stored_->tokens), "dataspace of /tokens"));
     h5::check(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, nullptr, &count, nullptr),
               "select tokens");

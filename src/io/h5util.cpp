@@ -103,42 +103,80 @@ uint64_t file_size_of(hid_t obj) {
   return size;
 }
 
-std::string damaged_chunks(hid_t dataset) {
+std::string read_chunk_layout(hid_t dataset, ChunkLayout& layout) {
+  layout = ChunkLayout{};
   PropList dcpl(check(H5Dget_create_plist(dataset), "dataset creation list"));
   if (H5Pget_layout(dcpl) != H5D_CHUNKED) return "";
+  layout.chunked = true;
   Dataspace space(check(H5Dget_space(dataset), "get dataspace"));
   const int rank = check(H5Sget_simple_extent_ndims(space), "dataspace rank");
-  std::vector<hsize_t> dims(size_t(std::max(rank, 0))), chunk(dims.size());
+  std::vector<hsize_t> dims(size_t(std::max(rank, 0)));
+  layout.chunk.resize(dims.size());
   check(H5Sget_simple_extent_dims(space, dims.data(), nullptr), "dataspace dims");
-  if (check(H5Pget_chunk(dcpl, rank, chunk.data()), "chunk dims") != rank)
+  if (check(H5Pget_chunk(dcpl, rank, layout.chunk.data()), "chunk dims") != rank)
     return "a chunk layout of another rank";
   Datatype type(check(H5Dget_type(dataset), "dataset type"));
-  uint64_t chunk_bytes = H5Tget_size(type), chunks_needed = 1;
+  layout.chunk_bytes = H5Tget_size(type);
+  uint64_t chunks_needed = 1;
   for (int i = 0; i < rank; ++i) {
-    if (chunk[i] == 0 || chunk[i] > std::max<hsize_t>(dims[i], 1))
-      return "chunks of " + std::to_string(chunk[i]) + " elements along a dimension of " +
-             std::to_string(dims[i]);
-    chunk_bytes *= chunk[i];
-    chunks_needed *= (dims[i] + chunk[i] - 1) / chunk[i];
+    const hsize_t c = layout.chunk[size_t(i)], d = dims[size_t(i)];
+    if (c == 0 || c > std::max<hsize_t>(d, 1))
+      return "chunks of " + std::to_string(c) + " elements along a dimension of " +
+             std::to_string(d);
+    layout.chunk_bytes *= c;
+    chunks_needed *= (d + c - 1) / c;
   }
+  // HDF5 1.10 takes no H5S_ALL here: the file dataspace, whole, selects every chunk.
   hsize_t chunks = 0;
-  check(H5Dget_num_chunks(dataset, H5S_ALL, &chunks), "count chunks");
+  check(H5Dget_num_chunks(dataset, space, &chunks), "count chunks");
   if (chunks > chunks_needed)
     return std::to_string(chunks) + " chunks stored where " + std::to_string(chunks_needed) +
            " hold every element";
-  const uint64_t file_size = file_size_of(dataset);
+  layout.file_size = file_size_of(dataset);
+  return "";
+}
+
+namespace {
+std::string check_chunk(const ChunkLayout& layout, haddr_t address, hsize_t size,
+                        const std::string& which) {
   constexpr uint64_t filter_slack = 64;  // Fletcher32 adds 4 bytes to a chunk
-  std::vector<hsize_t> offset(dims.size());
+  if (address == HADDR_UNDEF) return "";  // not written: reads as the fill value
+  if (size > layout.chunk_bytes + filter_slack || address > layout.file_size ||
+      size > layout.file_size - address)
+    return "chunk " + which + " claims " + std::to_string(size) + " bytes at " +
+           std::to_string(address) + " (chunks hold " + std::to_string(layout.chunk_bytes) +
+           " bytes; the file has " + std::to_string(layout.file_size) + ")";
+  return "";
+}
+}  // namespace
+
+std::string damaged_chunk(hid_t dataset, const ChunkLayout& layout, const hsize_t* offset) {
+  if (!layout.chunked) return "";
+  unsigned filter_mask = 0;
+  haddr_t address = HADDR_UNDEF;
+  hsize_t size = 0;
+  check(H5Dget_chunk_info_by_coord(dataset, offset, &filter_mask, &address, &size),
+        "chunk info");
+  return check_chunk(layout, address, size, "at element " + std::to_string(offset[0]));
+}
+
+std::string damaged_chunks(hid_t dataset) {
+  ChunkLayout layout;
+  if (std::string damage = read_chunk_layout(dataset, layout); !damage.empty() || !layout.chunked)
+    return damage;
+  Dataspace space(check(H5Dget_space(dataset), "get dataspace"));
+  hsize_t chunks = 0;
+  check(H5Dget_num_chunks(dataset, space, &chunks), "count chunks");
+  std::vector<hsize_t> offset(layout.chunk.size());
   for (hsize_t i = 0; i < chunks; ++i) {
     unsigned filter_mask = 0;
-    haddr_t address = 0;
+    haddr_t address = HADDR_UNDEF;
     hsize_t size = 0;
-    check(H5Dget_chunk_info(dataset, H5S_ALL, i, offset.data(), &filter_mask, &address, &size),
+    check(H5Dget_chunk_info(dataset, space, i, offset.data(), &filter_mask, &address, &size),
           "chunk info");
-    if (size > chunk_bytes + filter_slack || address > file_size || size > file_size - address)
-      return "chunk " + std::to_string(i) + " claims " + std::to_string(size) + " bytes at " +
-             std::to_string(address) + " (chunks hold " + std::to_string(chunk_bytes) +
-             " bytes; the file has " + std::to_string(file_size) + ")";
+    if (std::string damage = check_chunk(layout, address, size, std::to_string(i));
+        !damage.empty())
+      return damage;
   }
   return "";
 }

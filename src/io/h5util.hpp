@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 #include <utility>
 
 namespace mptrain::h5 {
@@ -121,13 +122,24 @@ bool has_attr(hid_t obj, const std::string& name);
 // The size in bytes of the file holding `obj` (any object id, or the file itself): a bound for
 // anything whose size the file's own metadata claims.
 uint64_t file_size_of(hid_t obj);
-// What is wrong with a chunked dataset's storage, or "" when nothing is: chunk dimensions beyond
-// the dataset's extent, more chunks than the extent needs, or a chunk that lies beyond the end
-// of the file or is larger than its elements (plus a filter's few bytes). HDF5 1.10 trusts its
-// chunk index (version 1 B-tree records carry no checksum, in either file format) and
-// allocates what a damaged record claims before reading it: a 1.2 GB malloc from a 137 KB
-// checkpoint (fuzz_checkpoint). Contiguous and external datasets pass (their reads are bounded
-// by the extent). Call it before reading a dataset from a file that may be damaged.
+// Damaged chunked storage. HDF5 1.10 trusts a chunked dataset's layout and chunk index
+// (version 1 B-tree records carry no checksum, in either file format) and allocates what a
+// damaged record claims before reading it: a 1.2 GB malloc from a 137 KB checkpoint
+// (fuzz_checkpoint). These checks refuse such claims first; each returns "" when nothing is
+// wrong, else what is. Contiguous and external datasets have no chunks (their reads are bounded
+// by the extent) and always pass.
+struct ChunkLayout {
+  bool chunked = false;
+  std::vector<hsize_t> chunk;  // chunk dimensions
+  uint64_t chunk_bytes = 0;    // bytes of one chunk's elements, unfiltered
+  uint64_t file_size = 0;
+};
+// The layout: chunk dimensions within the extent and no more chunks than the extent needs.
+std::string read_chunk_layout(hid_t dataset, ChunkLayout& layout);
+// One chunk, given its first element's coordinates: inside the file and no larger than its
+// elements (plus a filter's few bytes). For reads of a few chunks of a large dataset.
+std::string damaged_chunk(hid_t dataset, const ChunkLayout& layout, const hsize_t* offset);
+// The layout and every chunk (for datasets of few chunks, such as checkpoint tensors).
 std::string damaged_chunks(hid_t dataset);
 
 // Attributes (scalar). Strings are stored as fixed-length ASCII strings; reading also accepts

@@ -7,7 +7,7 @@
 // n_embd 4, seq_len 4, vocab 16). The whole stored deck is parsed too, as mptrain-ckpt info
 // does. The contract under test (checkpoint.hpp): an unusable file throws CheckpointError (an
 // InputError); anything else (another exception, a crash, a sanitizer report, fatal()) is a
-// finding.
+// finding. With FUZZ_SHOW_REFUSAL set, the refusal's message is printed (stderr, "refused: ").
 #include <unistd.h>
 
 #include <cstdint>
@@ -82,7 +82,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     mptrain::check_checkpoint_model(path, meta, expected);
     mptrain::read_checkpoint_tensors(self, path, {model.views, adam_m.views, adam_v.views});
-  } catch (const mptrain::CheckpointError&) {
+  } catch (const mptrain::CheckpointError& e) {
+    // test/fuzz_run.sh sets this to check a regression is refused for the reason it names.
+    if (std::getenv("FUZZ_SHOW_REFUSAL")) std::fprintf(stderr, "refused: %s\n", e.what());
   } catch (const mptrain::InputError& e) {
     std::fprintf(stderr, "fuzz_checkpoint: an InputError that is not a CheckpointError: %s\n",
                  e.what());
