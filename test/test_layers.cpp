@@ -26,12 +26,26 @@ namespace {
 
 constexpr uint64_t seed = 99;
 
-LayerShape make_shape(const Grid& grid, int B, int T, int C, int n_head, int vocab) {
-  LayerShape s;
-  s.B = B; s.T = T; s.C = C; s.n_head = n_head; s.vocab = vocab;
-  s.tp = grid.layout().tp; s.tp_rank = grid.tp_rank();
-  return s;
+ModelConfig make_config(int n_layer, int T, int C, int n_head, int vocab) {
+  ModelConfig m;
+  m.n_layer = n_layer; m.seq_len = T; m.n_embd = C; m.n_head = n_head; m.vocab_size = vocab;
+  return m;
 }
+
+LayerShape make_shape(const Grid& grid, int B, const ModelConfig& m) {
+  return layer_shape(m, B, grid.layout().tp, grid.tp_rank());
+}
+
+// Registers the catalogue's tensors of `m` that `keep` selects, as the model does on this
+// grid's TP place (one stage, DP writer).
+template <class Keep>
+void add_tensors(ParamSet& ps, const Grid& grid, const ModelConfig& m, Keep keep) {
+  const RankPlace place{grid.layout().tp, grid.tp_rank(), true, 0};
+  for (const TensorDesc& t : gpt2_tensors(m))
+    if (keep(t)) ps.add(t, place);
+}
+bool in_layer_0(const TensorDesc& t) { return t.layer == 0; }
+bool outside_blocks(const TensorDesc& t) { return t.part != Part::block; }
 
 std::vector<float> random_vector(size_t n, uint64_t stream, float scale = 1.0f) {
   std::vector<float> v(n);
@@ -91,11 +105,13 @@ struct Pair {
 BOOST_AUTO_TEST_CASE(block_matches_one_rank) {
   Pair p;
   const int B = 2, T = 5, C = 16, NH = 4;
-  const LayerShape s_par = make_shape(p.par, B, T, C, NH, 13), s_one = make_shape(p.one, B, T, C, NH, 13);
+  const ModelConfig m = make_config(2, T, C, NH, 13);
+  const LayerShape s_par = make_shape(p.par, B, m), s_one = make_shape(p.one, B, m);
   Block blk_par, blk_one;
-  ParamBuilder pb_par(p.ps_par, s_par, true), pb_one(p.ps_one, s_one, true);
-  blk_par.register_params(pb_par, s_par, 0, 2);
-  blk_one.register_params(pb_one, s_one, 0, 2);
+  add_tensors(p.ps_par, p.par, m, in_layer_0);
+  add_tensors(p.ps_one, p.one, m, in_layer_0);
+  blk_par.bind(p.ps_par, 0);
+  blk_one.bind(p.ps_one, 0);
   p.ps_par.allocate(*p.be, 1); p.ps_one.allocate(*p.be, 1);
   p.ps_par.initialize(seed); p.ps_one.initialize(seed);
   expect_all_shards_match(p.ps_par, p.ps_one, false, 0.0);  // layout-independent init, exactly
@@ -121,14 +137,16 @@ BOOST_AUTO_TEST_CASE(block_matches_one_rank) {
 BOOST_AUTO_TEST_CASE(embedding_and_head_match_one_rank) {
   Pair p;
   const int B = 2, T = 6, C = 8, NH = 4, V = 13;  // V not divisible by tp: padded shards
-  const LayerShape s_par = make_shape(p.par, B, T, C, NH, V), s_one = make_shape(p.one, B, T, C, NH, V);
+  const ModelConfig m = make_config(1, T, C, NH, V);
+  const LayerShape s_par = make_shape(p.par, B, m), s_one = make_shape(p.one, B, m);
   Embedding emb_par, emb_one;
   Head head_par, head_one;
-  ParamBuilder pb_par(p.ps_par, s_par, true), pb_one(p.ps_one, s_one, true);
-  emb_par.register_params(pb_par, s_par);
-  emb_one.register_params(pb_one, s_one);
-  head_par.register_params(pb_par, s_par, emb_par.wte);
-  head_one.register_params(pb_one, s_one, emb_one.wte);
+  add_tensors(p.ps_par, p.par, m, outside_blocks);
+  add_tensors(p.ps_one, p.one, m, outside_blocks);
+  emb_par.bind(p.ps_par);
+  emb_one.bind(p.ps_one);
+  head_par.bind(p.ps_par);
+  head_one.bind(p.ps_one);
   p.ps_par.allocate(*p.be, 1); p.ps_one.allocate(*p.be, 1);
   p.ps_par.initialize(seed); p.ps_one.initialize(seed);
   expect_all_shards_match(p.ps_par, p.ps_one, false, 0.0);
@@ -293,11 +311,12 @@ BOOST_AUTO_TEST_CASE(block_backward_matches_finite_differences) {
   auto be = make_cpu_backend(1);
   DeviceCollectives dc(*be);
   const int B = 2, T = 4, C = 8, NH = 2;
-  const LayerShape s = make_shape(one, B, T, C, NH, 11);
+  const ModelConfig m = make_config(1, T, C, NH, 11);
+  const LayerShape s = make_shape(one, B, m);
   ParamSet ps;
-  ParamBuilder pb(ps, s, true);
+  add_tensors(ps, one, m, in_layer_0);
   Block blk;
-  blk.register_params(pb, s, 0, 1);
+  blk.bind(ps, 0);
   ps.allocate(*be, 1);
   ps.initialize(seed);
   perturb(*be, ps, 7, 0.3f);
@@ -330,13 +349,14 @@ BOOST_AUTO_TEST_CASE(embedding_and_head_backward_match_finite_differences) {
   auto be = make_cpu_backend(1);
   DeviceCollectives dc(*be);
   const int B = 2, T = 4, C = 8, NH = 2, V = 11;
-  const LayerShape s = make_shape(one, B, T, C, NH, V);
+  const ModelConfig m = make_config(1, T, C, NH, V);
+  const LayerShape s = make_shape(one, B, m);
   ParamSet ps;
-  ParamBuilder pb(ps, s, true);
+  add_tensors(ps, one, m, outside_blocks);
   Embedding emb;
   Head head;
-  emb.register_params(pb, s);
-  head.register_params(pb, s, emb.wte);
+  emb.bind(ps);
+  head.bind(ps);
   ps.allocate(*be, 1);
   ps.initialize(seed);
   perturb(*be, ps, 9, 0.5f);

@@ -77,10 +77,9 @@ void DeviceCollectives::recv(const Comm& comm, float* data, size_t n, int source
 
 // ------------------------------------------------------------------ embedding
 
-void Embedding::register_params(ParamBuilder& pb, const LayerShape& s) {
-  // GPT-2 initialises both embeddings with std 0.02; embeddings are not decayed by default.
-  wte = pb.vocab_sharded("wte", s.C, 0.02f, false, true);
-  wpe = pb.replicated("wpe", {s.T, s.C}, InitKind::normal, 0.02f, false);
+void Embedding::bind(const ParamSet& ps) {
+  wte = ps.find(Module::token_embedding, Role::weight);
+  wpe = ps.find(Module::position_embedding, Role::weight);
 }
 
 void Embedding::forward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
@@ -129,23 +128,14 @@ size_t BlockActivations::elements() const {
 
 size_t BlockScratch::elements() const { return total_size({&dqkv, &datt, &datty, &dfch, &dln}); }
 
-void Block::register_params(ParamBuilder& pb, const LayerShape& s, int layer, int n_layer) {
-  const std::string h = "h." + std::to_string(layer) + ".";
-  const int64_t C = s.C;
-  // GPT-2: 0.02 for weights, the residual projections scaled by 1/sqrt(2 n_layer).
-  const float std = 0.02f, proj_std = 0.02f / std::sqrt(2.0f * n_layer);
-  ln1_w = pb.replicated(h + "ln_1.weight", {C}, InitKind::ones, 0, false);
-  ln1_b = pb.replicated(h + "ln_1.bias", {C}, InitKind::zeros, 0, false);
-  qkv_w = pb.row_sharded(h + "attn.c_attn.weight", 3 * C, C, 3, InitKind::normal, std, true);
-  qkv_b = pb.row_sharded(h + "attn.c_attn.bias", 3 * C, 1, 3, InitKind::zeros, 0, false);
-  proj_w = pb.col_sharded(h + "attn.c_proj.weight", C, C, InitKind::normal, proj_std, true);
-  proj_b = pb.replicated(h + "attn.c_proj.bias", {C}, InitKind::zeros, 0, false);
-  ln2_w = pb.replicated(h + "ln_2.weight", {C}, InitKind::ones, 0, false);
-  ln2_b = pb.replicated(h + "ln_2.bias", {C}, InitKind::zeros, 0, false);
-  fc_w = pb.row_sharded(h + "mlp.c_fc.weight", 4 * C, C, 1, InitKind::normal, std, true);
-  fc_b = pb.row_sharded(h + "mlp.c_fc.bias", 4 * C, 1, 1, InitKind::zeros, 0, false);
-  fcproj_w = pb.col_sharded(h + "mlp.c_proj.weight", C, 4 * C, InitKind::normal, proj_std, true);
-  fcproj_b = pb.replicated(h + "mlp.c_proj.bias", {C}, InitKind::zeros, 0, false);
+void Block::bind(const ParamSet& ps, int layer) {
+  auto find = [&](Module m, Role r) { return ps.find(m, r, layer); };
+  ln1_w = find(Module::attn_norm, Role::weight), ln1_b = find(Module::attn_norm, Role::bias);
+  qkv_w = find(Module::attn_qkv, Role::weight), qkv_b = find(Module::attn_qkv, Role::bias);
+  proj_w = find(Module::attn_proj, Role::weight), proj_b = find(Module::attn_proj, Role::bias);
+  ln2_w = find(Module::mlp_norm, Role::weight), ln2_b = find(Module::mlp_norm, Role::bias);
+  fc_w = find(Module::mlp_fc, Role::weight), fc_b = find(Module::mlp_fc, Role::bias);
+  fcproj_w = find(Module::mlp_proj, Role::weight), fcproj_b = find(Module::mlp_proj, Role::bias);
 }
 
 void Block::forward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
@@ -213,10 +203,10 @@ void Block::backward(Backend& be, DeviceCollectives& dc, const Grid& grid, Param
 
 // ------------------------------------------------------------------ head
 
-void Head::register_params(ParamBuilder& pb, const LayerShape& s, size_t shared_wte) {
-  lnf_w = pb.replicated("ln_f.weight", {s.C}, InitKind::ones, 0, false);
-  lnf_b = pb.replicated("ln_f.bias", {s.C}, InitKind::zeros, 0, false);
-  wte = shared_wte;
+void Head::bind(const ParamSet& ps) {
+  lnf_w = ps.find(Module::final_norm, Role::weight);
+  lnf_b = ps.find(Module::final_norm, Role::bias);
+  wte = ps.find(Module::token_embedding, Role::weight);  // tied: the LM head's weight
 }
 
 Head::Work::Work(Backend& be, const LayerShape& s)

@@ -1,4 +1,4 @@
-// One pipeline stage of GPT-2: registers this rank's parameter shards in a fixed order
+// One pipeline stage of GPT-2: registers this rank's parameter shards in the catalogue's order
 // (embeddings, blocks, final LayerNorm — so gradients become final from the top of the flat
 // buffer down during backward, which the DP buckets rely on), allocates the activations of
 // the micro-batches in flight, and runs forward, loss and backward over its layers.
@@ -12,39 +12,33 @@ Model::Model(Backend& backend, const Grid& grid, const ModelConfig& config, int 
              int slots, uint64_t seed)
     : be_(backend), grid_(grid), collectives_(backend) {
   MPT_CHECK(config.vocab_size > 0, "Model needs a resolved vocab_size");
-  shape_.B = micro_batch;
-  shape_.T = config.seq_len;
-  shape_.C = config.n_embd;
-  shape_.n_head = config.n_head;
-  shape_.vocab = config.vocab_size;
-  shape_.tp = grid.layout().tp;
-  shape_.tp_rank = grid.tp_rank();
-  const int per_stage = config.n_layer / grid.layout().pp;
-  first_layer_ = grid.pp_rank() * per_stage;
+  const Layout& layout = grid.layout();
+  shape_ = layer_shape(config, micro_batch, layout.tp, grid.tp_rank());
+  const StageLayers layers = stage_layers(config, layout.pp, grid.pp_rank());
+  first_layer_ = layers.first;
 
-  ParamBuilder pb(params_, shape_, grid.dp_rank() == 0);
+  // This stage's tensors, in catalogue order (the flat buffer's layout), then the layers bound
+  // to them.
+  const RankPlace place{layout.tp, grid.tp_rank(), grid.dp_rank() == 0, grid.pp_rank()};
+  for (const TensorDesc& t : stage_tensors(config, layout.pp, grid.pp_rank()))
+    params_.add(t, place);
   if (grid.first_stage()) {
     embedding_ = std::make_unique<Embedding>();
-    embedding_->register_params(pb, shape_);
-    wte_ = embedding_->wte;
-  } else if (grid.last_stage()) {
-    // The last stage's copy of the tied embedding: same global tensor, written by stage 0.
-    wte_ = pb.vocab_sharded("wte", shape_.C, 0.02f, false, false);
+    embedding_->bind(params_);
   }
-  blocks_.resize(per_stage);
-  for (int l = 0; l < per_stage; ++l)
-    blocks_[l].register_params(pb, shape_, first_layer_ + l, config.n_layer);
+  blocks_.resize(layers.count);
+  for (int l = 0; l < layers.count; ++l) blocks_[l].bind(params_, first_layer_ + l);
   if (grid.last_stage()) {
     head_ = std::make_unique<Head>();
-    head_->register_params(pb, shape_, wte_);
+    head_->bind(params_);
   }
   params_.allocate(be_, static_cast<size_t>(grid.layout().dp));
   params_.initialize(seed);
 
   acts_.resize(slots);
   for (int s = 0; s < slots; ++s) {
-    acts_[s].reserve(per_stage);
-    for (int l = 0; l < per_stage; ++l) acts_[s].emplace_back(be_, shape_);
+    acts_[s].reserve(layers.count);
+    for (int l = 0; l < layers.count; ++l) acts_[s].emplace_back(be_, shape_);
     input_.emplace_back(be_, activation_size());
     tokens_.emplace_back(be_, size_t(shape_.N()));
     targets_.emplace_back(be_, size_t(shape_.N()));

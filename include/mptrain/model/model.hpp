@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "mptrain/backend/backend.hpp"
-#include "mptrain/io/deck.hpp"
 #include "mptrain/parallel/grid.hpp"
+#include "mptrain/model/config.hpp"
 #include "mptrain/model/layers.hpp"
 
 namespace mptrain {
@@ -68,7 +68,6 @@ class Model {
   std::unique_ptr<Embedding> embedding_;  // first stage only
   std::vector<Block> blocks_;
   std::unique_ptr<Head> head_;            // last stage only
-  size_t wte_ = 0;
   std::vector<std::vector<BlockActivations>> acts_;  // [slot][local layer]
   std::vector<Buffer> input_;                        // [slot] (B,T,C)
   std::vector<IntBuffer> tokens_, targets_;          // [slot] (B,T)

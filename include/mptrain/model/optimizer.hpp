@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "mptrain/backend/backend.hpp"
-#include "mptrain/io/deck.hpp"
 #include "mptrain/parallel/grid.hpp"
+#include "mptrain/model/config.hpp"
 #include "mptrain/model/layers.hpp"
 
 namespace mptrain {
