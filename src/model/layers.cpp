@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <initializer_list>
 #include <span>
 
 #include "mptrain/core/error.hpp"
@@ -98,35 +97,66 @@ void Embedding::backward(Backend& be, ParamSet& ps, const LayerShape& s, const i
 
 // ------------------------------------------------------------------ transformer block
 
-BlockActivations::BlockActivations(Backend& be, const LayerShape& s)
-    : ln1(be, size_t(s.N()) * s.C), ln1_mean(be, s.N()), ln1_rstd(be, s.N()),
-      qkv(be, size_t(s.N()) * 3 * s.Cl()),
-      att(be, size_t(s.B) * s.NHl() * s.T * s.T),
-      atty(be, size_t(s.N()) * s.Cl()),
-      res2(be, size_t(s.N()) * s.C),
-      ln2(be, size_t(s.N()) * s.C), ln2_mean(be, s.N()), ln2_rstd(be, s.N()),
-      fch(be, size_t(s.N()) * s.Hl()), fch_gelu(be, size_t(s.N()) * s.Hl()),
-      out(be, size_t(s.N()) * s.C) {}
+template <class F>
+void BlockActivations::each(const LayerShape& s, F&& f) {
+  using A = BlockActivations;
+  const size_t N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl();
+  f(&A::ln1, N * C), f(&A::ln1_mean, N), f(&A::ln1_rstd, N);
+  f(&A::qkv, N * 3 * Cl);
+  f(&A::att, size_t(s.B) * s.NHl() * s.T * s.T);
+  f(&A::atty, N * Cl);
+  f(&A::res2, N * C);
+  f(&A::ln2, N * C), f(&A::ln2_mean, N), f(&A::ln2_rstd, N);
+  f(&A::fch, N * Hl), f(&A::fch_gelu, N * Hl);
+  f(&A::out, N * C);
+}
 
-BlockScratch::BlockScratch(Backend& be, const LayerShape& s)
-    : dqkv(be, size_t(s.N()) * 3 * s.Cl()), datt(be, size_t(s.B) * s.NHl() * s.T * s.T),
-      datty(be, size_t(s.N()) * s.Cl()), dfch(be, size_t(s.N()) * s.Hl()),
-      dln(be, size_t(s.N()) * s.C) {}
+template <class F>
+void BlockScratch::each(const LayerShape& s, F&& f) {
+  using S = BlockScratch;
+  const size_t N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl();
+  f(&S::dqkv, N * 3 * Cl);
+  f(&S::datt, size_t(s.B) * s.NHl() * s.T * s.T);
+  f(&S::datty, N * Cl);
+  f(&S::dfch, N * Hl);
+  f(&S::dln, N * C);
+}
 
 namespace {
-size_t total_size(std::initializer_list<const Buffer*> buffers) {
-  size_t n = 0;
-  for (const Buffer* b : buffers) n += b->size();
-  return n;
+// Allocates every buffer of a work struct from its list.
+template <class W>
+void allocate_buffers(W& w, Backend& be) {
+  W::each(w.shape, [&](Buffer W::*buffer, size_t n) { w.*buffer = Buffer(be, n); });
+}
+// Floats the list says a work struct of shape s holds.
+template <class W>
+size_t listed_elements(const LayerShape& s) {
+  size_t total = 0;
+  W::each(s, [&](Buffer W::*, size_t n) { total += n; });
+  return total;
+}
+// Floats a work struct's buffers really hold.
+template <class W>
+size_t held_elements(const W& w) {
+  size_t total = 0;
+  W::each(w.shape, [&](Buffer W::*buffer, size_t) { total += (w.*buffer).size(); });
+  return total;
 }
 }  // namespace
 
-size_t BlockActivations::elements() const {
-  return total_size({&ln1, &ln1_mean, &ln1_rstd, &qkv, &att, &atty, &res2, &ln2, &ln2_mean,
-                     &ln2_rstd, &fch, &fch_gelu, &out});
+BlockActivations::BlockActivations(Backend& be, const LayerShape& s) : shape(s) {
+  allocate_buffers(*this, be);
 }
+size_t BlockActivations::elements(const LayerShape& s) {
+  return listed_elements<BlockActivations>(s);
+}
+size_t BlockActivations::elements() const { return held_elements(*this); }
 
-size_t BlockScratch::elements() const { return total_size({&dqkv, &datt, &datty, &dfch, &dln}); }
+BlockScratch::BlockScratch(Backend& be, const LayerShape& s) : shape(s) {
+  allocate_buffers(*this, be);
+}
+size_t BlockScratch::elements(const LayerShape& s) { return listed_elements<BlockScratch>(s); }
+size_t BlockScratch::elements() const { return held_elements(*this); }
 
 void Block::bind(const ParamSet& ps, int layer) {
   auto find = [&](Module m, Role r) { return ps.find(m, r, layer); };
@@ -209,14 +239,18 @@ void Head::bind(const ParamSet& ps) {
   wte = ps.find(Module::token_embedding, Role::weight);  // tied: the LM head's weight
 }
 
-Head::Work::Work(Backend& be, const LayerShape& s)
-    : lnf(be, size_t(s.N()) * s.C), lnf_mean(be, s.N()), lnf_rstd(be, s.N()),
-      logits(be, size_t(s.N()) * s.Vl()), row_max(be, s.N()), stats(be, 2 * size_t(s.N())),
-      losses(be, s.N()) {}
-
-size_t Head::Work::elements() const {
-  return total_size({&lnf, &lnf_mean, &lnf_rstd, &logits, &row_max, &stats, &losses});
+template <class F>
+void Head::Work::each(const LayerShape& s, F&& f) {
+  using W = Head::Work;
+  const size_t N = s.N(), C = s.C;
+  f(&W::lnf, N * C), f(&W::lnf_mean, N), f(&W::lnf_rstd, N);
+  f(&W::logits, N * s.Vl());
+  f(&W::row_max, N), f(&W::stats, 2 * N), f(&W::losses, N);
 }
+
+Head::Work::Work(Backend& be, const LayerShape& s) : shape(s) { allocate_buffers(*this, be); }
+size_t Head::Work::elements(const LayerShape& s) { return listed_elements<Head::Work>(s); }
+size_t Head::Work::elements() const { return held_elements(*this); }
 
 double Head::forward_backward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
                               const LayerShape& s, const float* x, const int32_t* targets,

@@ -59,6 +59,10 @@ struct Embedding {
                 const float* dx);
 };
 
+// The layers' work buffers below each list their buffers and sizes once, in each(s, f), which
+// calls f(&Struct::buffer, elements) for every buffer: the constructor allocates from it, and
+// elements(s) sums it for the analytic memory count (analytic.hpp) without allocating.
+
 // Activations of one block for one micro-batch, kept from forward for backward.
 struct BlockActivations {
   Buffer ln1, ln1_mean, ln1_rstd;  // (B,T,C) (B,T) (B,T)
@@ -70,7 +74,11 @@ struct BlockActivations {
   Buffer fch, fch_gelu;            // (B,T,Hl)
   Buffer out;                      // (B,T,C) residual after the MLP: the block's output
   BlockActivations(Backend& be, const LayerShape& s);
-  size_t elements() const;  // floats held (the benchmark's memory report)
+  template <class F>
+  static void each(const LayerShape& s, F&& f);
+  static size_t elements(const LayerShape& s);  // floats it holds for shape s
+  size_t elements() const;  // floats held (the benchmark's measured memory)
+  LayerShape shape;
 };
 
 // Scratch for backward, shared by all blocks of the stage.
@@ -81,7 +89,11 @@ struct BlockScratch {
   Buffer dfch;   // (B,T,Hl)
   Buffer dln;    // (B,T,C)
   BlockScratch(Backend& be, const LayerShape& s);
-  size_t elements() const;  // floats held
+  template <class F>
+  static void each(const LayerShape& s, F&& f);
+  static size_t elements(const LayerShape& s);
+  size_t elements() const;
+  LayerShape shape;
 };
 
 struct Block {
@@ -107,7 +119,11 @@ struct Head {
     Buffer logits;                   // (B,T,Vl), becomes dlogits in backward
     Buffer row_max, stats, losses;   // (N) (2N: sumexp | target logit) (N)
     Work(Backend& be, const LayerShape& s);
-    size_t elements() const;  // floats held
+    template <class F>
+    static void each(const LayerShape& s, F&& f);
+    static size_t elements(const LayerShape& s);
+    size_t elements() const;
+    LayerShape shape;
   };
   // Returns the sum of the B*T token losses. With backward: dx(B,T,C) = the gradient of
   // loss_scale * sum(losses) with respect to x, and dwte, dlnf +=. Collective over TP.
