@@ -9,7 +9,7 @@
 
 #include "mptrain/io/data.hpp"
 #include "mptrain/parallel/grid.hpp"
-#include "mptrain/model/layers.hpp"
+#include "mptrain/parallel/device_collectives.hpp"
 #include "mptrain/model/model.hpp"
 #include "mptrain/model/optimizer.hpp"
 
