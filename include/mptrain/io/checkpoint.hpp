@@ -14,7 +14,7 @@
 #include "mptrain/parallel/comm.hpp"
 #include "mptrain/io/deck.hpp"
 #include "mptrain/core/error.hpp"
-#include "mptrain/backend/tensor.hpp"
+#include "mptrain/core/shard.hpp"
 
 namespace mptrain {
 

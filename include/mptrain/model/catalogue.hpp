@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "mptrain/backend/tensor.hpp"
+#include "mptrain/core/shard.hpp"
 #include "mptrain/model/config.hpp"
 
 namespace mptrain {

@@ -10,6 +10,7 @@
 
 #include "mptrain/backend/backend.hpp"
 #include "mptrain/backend/tensor.hpp"
+#include "mptrain/core/shard.hpp"
 #include "mptrain/model/catalogue.hpp"
 
 namespace mptrain {
