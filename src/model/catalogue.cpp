@@ -185,12 +185,12 @@ StageLayers stage_layers(const ModelConfig& m, int pp, int pp_rank) {
 std::vector<TensorDesc> stage_tensors(const ModelConfig& m, int pp, int pp_rank) {
   const StageLayers layers = stage_layers(m, pp, pp_rank);
   const bool first = pp_rank == 0, last = pp_rank == pp - 1;
+  auto on_stage = [&](int l) { return l >= layers.first && l < layers.first + layers.count; };
   std::vector<TensorDesc> held;
   for (TensorDesc& t : gpt2_tensors(m)) {
-    const bool holds =
-        (t.part == Part::embedding && (first || (last && t.tied))) ||
-        (t.part == Part::block && t.layer >= layers.first && t.layer < layers.first + layers.count) ||
-        (t.part == Part::head && last);
+    const bool holds = (t.part == Part::embedding && (first || (last && t.tied))) ||
+                       (t.part == Part::block && on_stage(t.layer)) ||
+                       (t.part == Part::head && last);
     if (holds) held.push_back(std::move(t));
   }
   return held;

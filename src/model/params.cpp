@@ -28,11 +28,20 @@ size_t ParamSet::add(const TensorDesc& tensor, const RankPlace& place) {
   return infos_.size() - 1;
 }
 
+namespace {
+bool is(const TensorDesc& t, Module module, Role role, int layer) {
+  return t.module == module && t.role == role && t.layer == layer;
+}
+}  // namespace
+
+bool ParamSet::holds(Module module, Role role, int layer) const {
+  return std::any_of(infos_.begin(), infos_.end(),
+                     [&](const ParamInfo& p) { return is(p.tensor, module, role, layer); });
+}
+
 size_t ParamSet::find(Module module, Role role, int layer) const {
-  for (size_t i = 0; i < infos_.size(); ++i) {
-    const TensorDesc& t = infos_[i].tensor;
-    if (t.module == module && t.role == role && t.layer == layer) return i;
-  }
+  for (size_t i = 0; i < infos_.size(); ++i)
+    if (is(infos_[i].tensor, module, role, layer)) return i;
   MPT_FATAL("ParamSet::find: module " + std::to_string(int(module)) + " role " +
             std::to_string(int(role)) + " layer " + std::to_string(layer) +
             " is not registered on this rank");

@@ -32,7 +32,7 @@ double step_flops(const ModelConfig& model, long global_batch);
 // Elements of pipeline stage `pp_rank`'s flat parameter buffer (the same for every TP and DP
 // rank of the stage): the local shard of each tensor the stage holds (stage_tensors: the first
 // stage's embeddings, the last stage's copy of the tied wte when pp > 1, the stage's blocks, the
-// last stage's ln_f), each rounded up to 16 floats, and the sum rounded up to a multiple of dp
+// last stage's final LayerNorm), each rounded up to 16 floats, and the sum rounded up to a multiple of dp
 // (equal ZeRO shards).
 int64_t stage_parameter_elements(const ModelConfig& model, const Layout& layout, int pp_rank);
 

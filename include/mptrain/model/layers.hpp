@@ -1,37 +1,84 @@
 // The GPT-2 layers with Megatron-style tensor parallelism, forward and backward side by side:
-// the vocab-parallel token embedding, the transformer block (column-parallel QKV and c_fc,
-// row-parallel c_proj's ending in one TP all-reduce each), and the head (final LayerNorm, the
-// tied vocab-parallel LM head and a cross-entropy that never gathers the logits).
-// Each layer binds its tensors in the ParamSet by module (catalogue.hpp). Shapes are written
+// the vocab-parallel token embedding, the transformer block (column-parallel QKV and MLP
+// expansion, row-parallel output projections) and the head (final LayerNorm, the tied
+// vocab-parallel LM head and a cross-entropy that never gathers the logits).
+//
+// The API reads like the math: every call gets one LayerContext (backend, parameters, the TP
+// communicator, the per-rank shape); each linear layer is a Linear bound to its tensors in the
+// catalogue, run by linear_forward / linear_backward; the tensor-parallel all-reduces are
+// Megatron's conjugate pair, named (reduce_from_tp, copy_to_tp_backward). Shapes are written
 // per rank: B = micro-batch, T = sequence, C = n_embd, tp = TP size, Cl = C/tp,
-// NHl = n_head/tp, HS = C/n_head, Hl = 4C/tp, Vl = ceil(V/tp).
+// NHl = n_head/tp, HS = C/n_head, Hl = 4C/tp, Vl = ceil(V/tp), N = B*T.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
-#include <string>
-#include <vector>
 
 #include "mptrain/backend/backend.hpp"
 #include "mptrain/backend/tensor.hpp"
 #include "mptrain/model/catalogue.hpp"
 #include "mptrain/model/params.hpp"
+#include "mptrain/parallel/comm.hpp"
 #include "mptrain/parallel/device_collectives.hpp"
-#include "mptrain/parallel/grid.hpp"
 
 namespace mptrain {
 
+// What every layer call of this rank needs. The layers talk to other ranks only through `tp`.
+struct LayerContext {
+  Backend& be;
+  ParamSet& params;
+  DeviceCollectives& dc;  // collectives on backend memory
+  const Comm& tp;         // this rank's tensor-parallel group
+  LayerShape shape;
+  float* param(size_t i) const { return params.param(i); }
+  float* grad(size_t i) const { return params.grad(i); }
+};
+
+// ---- tensor parallelism: Megatron's conjugate pair (f and g of the Megatron-LM paper)
+// copy_to_tp marks where a tensor every TP rank holds whole enters a column-parallel layer:
+//   forward the identity; backward, each rank's partial input gradient is summed over TP.
+// reduce_from_tp marks where the partial outputs of a row-parallel layer (or of the
+// vocab-parallel embedding) leave it: forward summed over TP; backward the identity.
+// The identity halves have no code; the layers name them where they apply.
+void reduce_from_tp(const LayerContext& cx, float* y, size_t n);        // collective over TP
+void copy_to_tp_backward(const LayerContext& cx, float* dx, size_t n);  // collective over TP
+
+// ---- a linear layer y = x W^T + b, W this rank's (out, in) shard (nn.Linear orientation)
+struct Linear {
+  static constexpr size_t no_bias = size_t(-1);
+  size_t weight = 0, bias = no_bias;  // ParamSet indices (the LM head has no bias)
+  int out = 0, in = 0;                // the local shape of W
+  // The module's tensors among this rank's parameters (layer -1 outside the blocks).
+  static Linear bind(const ParamSet& ps, Module module, int layer = -1);
+};
+// y(N,out) = x(N,in) W^T. The bias is added by the caller's next (fused) op.
+void linear_forward(const LayerContext& cx, const Linear& l, const float* x, float* y);
+// dW(out,in) += dy^T x, then dx(N,in) = dy W. The bias gradient is the caller's.
+void linear_backward(const LayerContext& cx, const Linear& l, const float* x, const float* dy,
+                     float* dx);
+
+// ---- LayerNorm over C with a weight and a bias (every TP rank whole)
+struct Norm {
+  size_t weight = 0, bias = 0;  // ParamSet indices
+  static Norm bind(const ParamSet& ps, Module module, int layer = -1);
+};
+// y(N,C) = LayerNorm(x); mean, rstd (N) kept for backward.
+void layernorm_forward(const LayerContext& cx, const Norm& n, const float* x, float* y,
+                       float* mean, float* rstd);
+// dx(N,C) += the gradient through the norm of dy; dweight, dbias +=.
+void layernorm_backward(const LayerContext& cx, const Norm& n, const float* dy, const float* x,
+                        const float* mean, const float* rstd, float* dx);
+
+// ---- the layers
+
 // Token + position embedding (first pipeline stage).
 struct Embedding {
-  size_t wte = 0, wpe = 0;  // ParamSet indices
-  void bind(const ParamSet& ps);
-  // x(B,T,C) = wte[tokens] (TP all-reduce of the vocab shards) + wpe. Collective over TP.
-  void forward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
-               const LayerShape& s, const int32_t* tokens, float* x);
+  size_t wte = 0, wpe = 0;  // (Vl,C) vocab-parallel; (T,C) whole
+  explicit Embedding(const ParamSet& ps);
+  // x(B,T,C) = wte[tokens] + wpe. Collective over TP.
+  void forward(const LayerContext& cx, const int32_t* tokens, float* x) const;
   // dwte(Vl,C) +=, dwpe(T,C) += from dx(B,T,C). No communication.
-  void backward(Backend& be, ParamSet& ps, const LayerShape& s, const int32_t* tokens,
-                const float* dx);
+  void backward(const LayerContext& cx, const int32_t* tokens, const float* dx) const;
 };
 
 // The layers' work buffers below each list their buffers and sizes once, in each(s, f), which
@@ -71,24 +118,27 @@ struct BlockScratch {
   LayerShape shape;
 };
 
+// One transformer block: out = x + attn(ln1(x)); out += mlp(ln2(out)).
 struct Block {
-  size_t ln1_w = 0, ln1_b = 0, qkv_w = 0, qkv_b = 0, proj_w = 0, proj_b = 0;
-  size_t ln2_w = 0, ln2_b = 0, fc_w = 0, fc_b = 0, fcproj_w = 0, fcproj_b = 0;
-  void bind(const ParamSet& ps, int layer);
-  // out = x + attn(ln1(x)); out += mlp(ln2(out)). Two TP all-reduces (collective over TP).
-  void forward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
-               const LayerShape& s, const float* x, BlockActivations& a);
+  Norm ln1, ln2;          // before attention, before the MLP
+  Linear qkv;             // (3Cl,C) column-parallel: q|k|v of this rank's heads
+  Linear attn_proj;       // (C,Cl) row-parallel
+  Linear fc;              // (Hl,C) column-parallel
+  Linear fc_proj;         // (C,Hl) row-parallel
+  Block(const ParamSet& ps, int layer);
+  // a.out(B,T,C) from x(B,T,C); keeps what backward needs in `a`. Collective over TP.
+  void forward(const LayerContext& cx, const float* x, BlockActivations& a) const;
   // dres(B,T,C): in, the gradient of the block's output; out, the gradient of its input.
-  // Parameter gradients +=. Two TP all-reduces (collective over TP).
-  void backward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
-                const LayerShape& s, const float* x, const BlockActivations& a,
-                BlockScratch& sc, float* dres);
+  // Parameter gradients +=. Collective over TP.
+  void backward(const LayerContext& cx, const float* x, const BlockActivations& a,
+                BlockScratch& sc, float* dres) const;
 };
 
 // Final LayerNorm, tied LM head and vocab-parallel cross-entropy (last pipeline stage).
 struct Head {
-  size_t lnf_w = 0, lnf_b = 0, wte = 0;  // wte: the tied token embedding
-  void bind(const ParamSet& ps);
+  Norm ln_f;
+  Linear lm_head;  // the tied token embedding (Vl,C): column-parallel over the vocabulary
+  explicit Head(const ParamSet& ps);
   struct Work {
     Buffer lnf, lnf_mean, lnf_rstd;  // (B,T,C) (B,T) (B,T)
     Buffer logits;                   // (B,T,Vl), becomes dlogits in backward
@@ -100,11 +150,13 @@ struct Head {
     size_t elements() const;
     LayerShape shape;
   };
-  // Returns the sum of the B*T token losses. With backward: dx(B,T,C) = the gradient of
-  // loss_scale * sum(losses) with respect to x, and dwte, dlnf +=. Collective over TP.
-  double forward_backward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
-                          const LayerShape& s, const float* x, const int32_t* targets,
-                          float loss_scale, bool backward, Work& w, float* dx);
+  // Returns the sum of the B*T token losses of x(B,T,C); keeps what backward needs in `w`.
+  // Collective over TP.
+  double forward(const LayerContext& cx, const float* x, const int32_t* targets, Work& w) const;
+  // After forward(): dx(B,T,C) = the gradient of loss_scale * sum(losses) with respect to x;
+  // dwte, dln_f +=. Collective over TP.
+  void backward(const LayerContext& cx, const float* x, const int32_t* targets, float loss_scale,
+                Work& w, float* dx) const;
 };
 
 }  // namespace mptrain

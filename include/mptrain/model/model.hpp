@@ -59,6 +59,7 @@ class Model {
   void backward(int slot, const std::function<void(size_t)>& grads_ready);
 
  private:
+  LayerContext context();  // what the layers' calls need
   Backend& be_;
   const Grid& grid_;
   LayerShape shape_;

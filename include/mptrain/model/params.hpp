@@ -46,6 +46,7 @@ class ParamSet {
   size_t add(const TensorDesc& tensor, const RankPlace& place);
   // The index of a registered tensor (layer -1 outside the blocks); fatal when absent.
   size_t find(Module module, Role role, int layer = -1) const;
+  bool holds(Module module, Role role, int layer = -1) const;
   // Allocates the flat buffers, padded to a multiple of `pad_multiple` elements (ZeRO shards).
   void allocate(Backend& backend, size_t pad_multiple);
   // Fills every parameter with its layout-independent initial values (host, then copied).
