@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "mptrain/io/checkpoint.hpp"
+#include "mptrain/model/catalogue.hpp"
 #include "mptrain/parallel/comm.hpp"
 #include "mptrain/io/data.hpp"
 #include "mptrain/io/deck.hpp"

@@ -28,6 +28,7 @@
 
 #include "io/h5util.hpp"
 #include "mptrain/io/checkpoint.hpp"
+#include "mptrain/model/catalogue.hpp"
 #include "mptrain/parallel/comm.hpp"
 #include "mpi_fixture.hpp"
 #include "mptrain/io/deck.hpp"

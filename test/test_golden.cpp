@@ -26,7 +26,7 @@
 
 #include "mpi_fixture.hpp"
 #include "mptrain/io/data.hpp"
-#include "mptrain/train/traffic.hpp"
+#include "mptrain/model/analytic.hpp"
 #include "mptrain/train/trainer.hpp"
 #include "mptrain/train/run.hpp"
 
@@ -185,7 +185,7 @@ bool root() { return Comm::world().rank() == 0; }
 BOOST_AUTO_TEST_CASE(initial_weights_are_the_golden_ones) {
   std::unique_ptr<Run> run = build_run(golden_deck(), Comm::world());  // collective
   ParamSet& ps = run->model->params();
-  // The flat buffer is as large as the layout formula of traffic.hpp says (DP traffic).
+  // The flat buffer is as large as the layout formula of model/analytic.hpp says (DP traffic).
   BOOST_TEST(int64_t(ps.padded()) == stage_parameter_elements(run->deck.model, run->grid.layout(),
                                                                run->grid.pp_rank()));
   const std::vector<double> w = assemble(*run, ps, ps.params().to_host(),

@@ -37,6 +37,7 @@
 #include "mptrain/io/safetensors.hpp"
 #include "mpi_fixture.hpp"
 #include "mptrain/io/checkpoint.hpp"
+#include "mptrain/model/catalogue.hpp"
 #include "mptrain/train/trainer.hpp"
 #include "mptrain/train/run.hpp"
 

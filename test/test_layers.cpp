@@ -26,12 +26,26 @@ namespace {
 
 constexpr uint64_t seed = 99;
 
-LayerShape make_shape(const Grid& grid, int B, int T, int C, int n_head, int vocab) {
-  LayerShape s;
-  s.B = B; s.T = T; s.C = C; s.n_head = n_head; s.vocab = vocab;
-  s.tp = grid.layout().tp; s.tp_rank = grid.tp_rank();
-  return s;
+ModelConfig make_config(int n_layer, int T, int C, int n_head, int vocab) {
+  ModelConfig m;
+  m.n_layer = n_layer; m.seq_len = T; m.n_embd = C; m.n_head = n_head; m.vocab_size = vocab;
+  return m;
 }
+
+LayerShape make_shape(const Grid& grid, int B, const ModelConfig& m) {
+  return layer_shape(m, B, grid.layout().tp, grid.tp_rank());
+}
+
+// Registers the catalogue's tensors of `m` that `keep` selects, as the model does on this
+// grid's TP place (one stage, DP writer).
+template <class Keep>
+void add_tensors(ParamSet& ps, const Grid& grid, const ModelConfig& m, Keep keep) {
+  const RankPlace place{grid.layout().tp, grid.tp_rank(), true, 0};
+  for (const TensorDesc& t : gpt2_tensors(m))
+    if (keep(t)) ps.add(t, place);
+}
+bool in_layer_0(const TensorDesc& t) { return t.layer == 0; }
+bool outside_blocks(const TensorDesc& t) { return t.part != Part::block; }
 
 std::vector<float> random_vector(size_t n, uint64_t stream, float scale = 1.0f) {
   std::vector<float> v(n);
@@ -84,6 +98,8 @@ struct Pair {
   std::unique_ptr<Backend> be = make_cpu_backend(1);
   DeviceCollectives dc{*be};
   ParamSet ps_par, ps_one;
+  LayerContext cx_par(const LayerShape& s) { return {*be, ps_par, dc, par.tp(), s}; }
+  LayerContext cx_one(const LayerShape& s) { return {*be, ps_one, dc, one.tp(), s}; }
 };
 
 }  // namespace
@@ -91,11 +107,12 @@ struct Pair {
 BOOST_AUTO_TEST_CASE(block_matches_one_rank) {
   Pair p;
   const int B = 2, T = 5, C = 16, NH = 4;
-  const LayerShape s_par = make_shape(p.par, B, T, C, NH, 13), s_one = make_shape(p.one, B, T, C, NH, 13);
-  Block blk_par, blk_one;
-  ParamBuilder pb_par(p.ps_par, s_par, true), pb_one(p.ps_one, s_one, true);
-  blk_par.register_params(pb_par, s_par, 0, 2);
-  blk_one.register_params(pb_one, s_one, 0, 2);
+  const ModelConfig m = make_config(2, T, C, NH, 13);
+  const LayerShape s_par = make_shape(p.par, B, m), s_one = make_shape(p.one, B, m);
+  add_tensors(p.ps_par, p.par, m, in_layer_0);
+  add_tensors(p.ps_one, p.one, m, in_layer_0);
+  const Block blk_par(p.ps_par, 0), blk_one(p.ps_one, 0);
+  const LayerContext cx_par = p.cx_par(s_par), cx_one = p.cx_one(s_one);
   p.ps_par.allocate(*p.be, 1); p.ps_one.allocate(*p.be, 1);
   p.ps_par.initialize(seed); p.ps_one.initialize(seed);
   expect_all_shards_match(p.ps_par, p.ps_one, false, 0.0);  // layout-independent init, exactly
@@ -106,14 +123,14 @@ BOOST_AUTO_TEST_CASE(block_matches_one_rank) {
   p.be->to_device(x_dev.data(), x.data(), n);
   BlockActivations a_par(*p.be, s_par), a_one(*p.be, s_one);
   BlockScratch sc_par(*p.be, s_par), sc_one(*p.be, s_one);
-  blk_par.forward(*p.be, p.dc, p.par, p.ps_par, s_par, x_dev.data(), a_par);
-  blk_one.forward(*p.be, p.dc, p.one, p.ps_one, s_one, x_dev.data(), a_one);
+  blk_par.forward(cx_par, x_dev.data(), a_par);
+  blk_one.forward(cx_one, x_dev.data(), a_one);
   expect_close(a_par.out.to_host(), a_one.out.to_host(), 1e-5, "block output");
 
   p.be->to_device(dres_par.data(), dout.data(), n);
   p.be->to_device(dres_one.data(), dout.data(), n);
-  blk_par.backward(*p.be, p.dc, p.par, p.ps_par, s_par, x_dev.data(), a_par, sc_par, dres_par.data());
-  blk_one.backward(*p.be, p.dc, p.one, p.ps_one, s_one, x_dev.data(), a_one, sc_one, dres_one.data());
+  blk_par.backward(cx_par, x_dev.data(), a_par, sc_par, dres_par.data());
+  blk_one.backward(cx_one, x_dev.data(), a_one, sc_one, dres_one.data());
   expect_close(dres_par.to_host(), dres_one.to_host(), 1e-5, "block input gradient");
   expect_all_shards_match(p.ps_par, p.ps_one, true, 1e-5);
 }
@@ -121,14 +138,13 @@ BOOST_AUTO_TEST_CASE(block_matches_one_rank) {
 BOOST_AUTO_TEST_CASE(embedding_and_head_match_one_rank) {
   Pair p;
   const int B = 2, T = 6, C = 8, NH = 4, V = 13;  // V not divisible by tp: padded shards
-  const LayerShape s_par = make_shape(p.par, B, T, C, NH, V), s_one = make_shape(p.one, B, T, C, NH, V);
-  Embedding emb_par, emb_one;
-  Head head_par, head_one;
-  ParamBuilder pb_par(p.ps_par, s_par, true), pb_one(p.ps_one, s_one, true);
-  emb_par.register_params(pb_par, s_par);
-  emb_one.register_params(pb_one, s_one);
-  head_par.register_params(pb_par, s_par, emb_par.wte);
-  head_one.register_params(pb_one, s_one, emb_one.wte);
+  const ModelConfig m = make_config(1, T, C, NH, V);
+  const LayerShape s_par = make_shape(p.par, B, m), s_one = make_shape(p.one, B, m);
+  add_tensors(p.ps_par, p.par, m, outside_blocks);
+  add_tensors(p.ps_one, p.one, m, outside_blocks);
+  const Embedding emb_par(p.ps_par), emb_one(p.ps_one);
+  const Head head_par(p.ps_par), head_one(p.ps_one);
+  const LayerContext cx_par = p.cx_par(s_par), cx_one = p.cx_one(s_one);
   p.ps_par.allocate(*p.be, 1); p.ps_one.allocate(*p.be, 1);
   p.ps_par.initialize(seed); p.ps_one.initialize(seed);
   expect_all_shards_match(p.ps_par, p.ps_one, false, 0.0);
@@ -144,24 +160,22 @@ BOOST_AUTO_TEST_CASE(embedding_and_head_match_one_rank) {
   p.be->to_device_int(tgt.data(), targets.data(), N);
   const size_t n = size_t(N) * C;
   Buffer x_par(*p.be, n), x_one(*p.be, n);
-  emb_par.forward(*p.be, p.dc, p.par, p.ps_par, s_par, tok.data(), x_par.data());
-  emb_one.forward(*p.be, p.dc, p.one, p.ps_one, s_one, tok.data(), x_one.data());
+  emb_par.forward(cx_par, tok.data(), x_par.data());
+  emb_one.forward(cx_one, tok.data(), x_one.data());
   expect_close(x_par.to_host(), x_one.to_host(), 0.0, "embedding output");  // exact: one term
 
   Head::Work w_par(*p.be, s_par), w_one(*p.be, s_one);
   Buffer dx_par(*p.be, n), dx_one(*p.be, n);
   const float scale = 1.0f / N;
-  const double loss_par = head_par.forward_backward(*p.be, p.dc, p.par, p.ps_par, s_par,
-                                                    x_par.data(), tgt.data(), scale, true, w_par,
-                                                    dx_par.data());
-  const double loss_one = head_one.forward_backward(*p.be, p.dc, p.one, p.ps_one, s_one,
-                                                    x_one.data(), tgt.data(), scale, true, w_one,
-                                                    dx_one.data());
+  const double loss_par = head_par.forward(cx_par, x_par.data(), tgt.data(), w_par);
+  const double loss_one = head_one.forward(cx_one, x_one.data(), tgt.data(), w_one);
+  head_par.backward(cx_par, x_par.data(), tgt.data(), scale, w_par, dx_par.data());
+  head_one.backward(cx_one, x_one.data(), tgt.data(), scale, w_one, dx_one.data());
   BOOST_TEST(std::abs(loss_par - loss_one) <= 1e-5 * std::abs(loss_one));
   BOOST_TEST(loss_one / N > 1.0);  // a real cross-entropy, not zero
   expect_close(dx_par.to_host(), dx_one.to_host(), 1e-5, "head input gradient");
-  emb_par.backward(*p.be, p.ps_par, s_par, tok.data(), dx_par.data());
-  emb_one.backward(*p.be, p.ps_one, s_one, tok.data(), dx_one.data());
+  emb_par.backward(cx_par, tok.data(), dx_par.data());
+  emb_one.backward(cx_one, tok.data(), dx_one.data());
   expect_all_shards_match(p.ps_par, p.ps_one, true, 1e-5);  // wte (tied), wpe, ln_f
 }
 
@@ -211,15 +225,16 @@ ref::Vec layernorm(const ref::Vec& x, const ref::Vec& w, const ref::Vec& b, int 
 // GPT-2 block, tp = 1: out = x + attn(ln1(x)); out += mlp(ln2(out)).
 ref::Vec block_ref(const Block& k, const Params& P, const ref::Vec& x, const LayerShape& s) {
   const int N = s.N(), C = s.C, H = 4 * C;
-  const ref::Vec qkv = linear(layernorm(x, P[k.ln1_w], P[k.ln1_b], N, C), P[k.qkv_w], P[k.qkv_b],
-                              N, C, 3 * C);
+  const ref::Vec qkv = linear(layernorm(x, P[k.ln1.weight], P[k.ln1.bias], N, C),
+                              P[k.qkv.weight], P[k.qkv.bias], N, C, 3 * C);
   ref::Vec y, att;
   ref::attention(y, att, qkv, s.B, s.T, s.n_head, s.HS());
-  ref::Vec res = linear(y, P[k.proj_w], P[k.proj_b], N, C, C);
+  ref::Vec res = linear(y, P[k.attn_proj.weight], P[k.attn_proj.bias], N, C, C);
   for (size_t i = 0; i < res.size(); ++i) res[i] += x[i];
-  ref::Vec h = linear(layernorm(res, P[k.ln2_w], P[k.ln2_b], N, C), P[k.fc_w], P[k.fc_b], N, C, H);
+  ref::Vec h = linear(layernorm(res, P[k.ln2.weight], P[k.ln2.bias], N, C), P[k.fc.weight],
+                      P[k.fc.bias], N, C, H);
   for (double& v : h) v = ref::gelu(v);
-  ref::Vec out = linear(h, P[k.fcproj_w], P[k.fcproj_b], N, H, C);
+  ref::Vec out = linear(h, P[k.fc_proj.weight], P[k.fc_proj.bias], N, H, C);
   for (size_t i = 0; i < out.size(); ++i) out[i] += res[i];
   return out;
 }
@@ -233,8 +248,9 @@ double embedding_head_ref(const Embedding& e, const Head& h, const Params& P,
   for (int i = 0; i < N; ++i)
     for (int c = 0; c < C; ++c)
       x[size_t(i) * C + c] = P[e.wte][size_t(tokens[i]) * C + c] + P[e.wpe][size_t(i % s.T) * C + c];
-  const ref::Vec logits = linear(layernorm(x, P[h.lnf_w], P[h.lnf_b], N, C), P[h.wte],
-                                 ref::Vec(size_t(s.vocab), 0.0), N, C, s.vocab);
+  const ref::Vec lnf = layernorm(x, P[h.ln_f.weight], P[h.ln_f.bias], N, C);
+  const ref::Vec logits =
+      linear(lnf, P[h.lm_head.weight], ref::Vec(size_t(s.vocab), 0.0), N, C, s.vocab);
   double sum = 0;
   for (double l : ref::cross_entropy(logits, targets, N, s.vocab, s.vocab)) sum += l;
   return sum / N;
@@ -293,11 +309,12 @@ BOOST_AUTO_TEST_CASE(block_backward_matches_finite_differences) {
   auto be = make_cpu_backend(1);
   DeviceCollectives dc(*be);
   const int B = 2, T = 4, C = 8, NH = 2;
-  const LayerShape s = make_shape(one, B, T, C, NH, 11);
+  const ModelConfig m = make_config(1, T, C, NH, 11);
+  const LayerShape s = make_shape(one, B, m);
   ParamSet ps;
-  ParamBuilder pb(ps, s, true);
-  Block blk;
-  blk.register_params(pb, s, 0, 1);
+  add_tensors(ps, one, m, in_layer_0);
+  const Block blk(ps, 0);
+  const LayerContext cx{*be, ps, dc, one.tp(), s};
   ps.allocate(*be, 1);
   ps.initialize(seed);
   perturb(*be, ps, 7, 0.3f);
@@ -309,9 +326,9 @@ BOOST_AUTO_TEST_CASE(block_backward_matches_finite_differences) {
   be->to_device(x_dev.data(), x.data(), n);
   BlockActivations a(*be, s);
   BlockScratch sc(*be, s);
-  blk.forward(*be, dc, one, ps, s, x_dev.data(), a);
+  blk.forward(cx, x_dev.data(), a);
   be->to_device(dres.data(), r.data(), n);
-  blk.backward(*be, dc, one, ps, s, x_dev.data(), a, sc, dres.data());
+  blk.backward(cx, x_dev.data(), a, sc, dres.data());
 
   // The same L in double, from the definitions.
   Params P = double_params(ps);
@@ -330,13 +347,13 @@ BOOST_AUTO_TEST_CASE(embedding_and_head_backward_match_finite_differences) {
   auto be = make_cpu_backend(1);
   DeviceCollectives dc(*be);
   const int B = 2, T = 4, C = 8, NH = 2, V = 11;
-  const LayerShape s = make_shape(one, B, T, C, NH, V);
+  const ModelConfig m = make_config(1, T, C, NH, V);
+  const LayerShape s = make_shape(one, B, m);
   ParamSet ps;
-  ParamBuilder pb(ps, s, true);
-  Embedding emb;
-  Head head;
-  emb.register_params(pb, s);
-  head.register_params(pb, s, emb.wte);
+  add_tensors(ps, one, m, outside_blocks);
+  const Embedding emb(ps);
+  const Head head(ps);
+  const LayerContext cx{*be, ps, dc, one.tp(), s};
   ps.allocate(*be, 1);
   ps.initialize(seed);
   perturb(*be, ps, 9, 0.5f);
@@ -353,10 +370,10 @@ BOOST_AUTO_TEST_CASE(embedding_and_head_backward_match_finite_differences) {
   Buffer x(*be, size_t(N) * C), dx(*be, size_t(N) * C);
   Head::Work w(*be, s);
   // L = mean token loss through embedding -> (identity) -> head, with the tied wte used twice.
-  emb.forward(*be, dc, one, ps, s, tok.data(), x.data());
-  const double loss_float =
-      head.forward_backward(*be, dc, one, ps, s, x.data(), tgt.data(), 1.0f / N, true, w, dx.data()) / N;
-  emb.backward(*be, ps, s, tok.data(), dx.data());
+  emb.forward(cx, tok.data(), x.data());
+  const double loss_float = head.forward(cx, x.data(), tgt.data(), w) / N;
+  head.backward(cx, x.data(), tgt.data(), 1.0f / N, w, dx.data());
+  emb.backward(cx, tok.data(), dx.data());
 
   Params P = double_params(ps);
   auto loss = [&] { return embedding_head_ref(emb, head, P, tokens, targets, s); };

@@ -1,4 +1,4 @@
-// Host staging of sends from memory MPI may not read (DeviceCollectives, layers.hpp), tested
+// Host staging of sends from memory MPI may not read (parallel/device_collectives.hpp), tested
 // on the CPU with a fake device backend: its memory is plain host memory, but it says it is not
 // host-accessible, so every send goes through the staging pool as on a GPU without CUDA-aware
 // MPI. One process sends to itself (MPI_COMM_SELF) messages large enough that MPI reads the
@@ -22,7 +22,8 @@
 #include "mpi_fixture.hpp"
 #include "mptrain/backend/backend.hpp"
 #include "mptrain/parallel/comm.hpp"
-#include "mptrain/model/layers.hpp"
+#include "mptrain/backend/tensor.hpp"
+#include "mptrain/parallel/device_collectives.hpp"
 
 using namespace mptrain;
 

@@ -1,7 +1,8 @@
 // Unit tests of the training loop's arithmetic, part 1: the learning-rate schedule against its
 // closed form, the DP buckets and ZeRO shards of the flat gradient buffer, the 1F1B order (and
-// a simulation of all stages running it with the schedule's MPI semantics), and the analytic
-// communication counts against a derivation by hand. Part 2 (test_units_io.cpp): the shuffle
+// a simulation of all stages running it with the schedule's MPI semantics), the model
+// catalogue against doc/DESIGN.md §4's checkpoint schema and its shards against their tensors, and the
+// analytic counts against a derivation by hand. Part 2 (test_units_io.cpp): the shuffle
 // sampler and the metrics CSV on resume. Everything here is a pure function that the
 // production code calls; a failure names the property, not "losses differ".
 #define BOOST_TEST_MODULE units
@@ -10,14 +11,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numbers>
+#include <string>
 #include <vector>
 
 #include "mpi_fixture.hpp"
 #include "mptrain/backend/backend.hpp"
 #include "mptrain/model/model.hpp"
 #include "mptrain/model/optimizer.hpp"
-#include "mptrain/train/traffic.hpp"
+#include "mptrain/model/analytic.hpp"
+#include "mptrain/model/catalogue.hpp"
 #include "mptrain/parallel/pipeline.hpp"
 
 using namespace mptrain;
@@ -215,6 +219,101 @@ BOOST_AUTO_TEST_CASE(all_stages_together_never_deadlock) {
   for (int stages = 1; stages <= 6; ++stages)
     for (int m = 1; m <= 12; ++m)
       BOOST_TEST(pipeline_completes(stages, m), "stages " << stages << " micro-batches " << m);
+}
+
+// ---------------------------------------------------------------- the model catalogue
+
+BOOST_AUTO_TEST_CASE(catalogue_is_the_checkpoint_schema_of_design_4) {
+  // doc/DESIGN.md §4, written out for n_layer 2, C 8, T 16, V 50: the names, [out, in] shapes and
+  // order the checkpoint holds.
+  ModelConfig m;
+  m.n_layer = 2, m.n_head = 2, m.n_embd = 8, m.seq_len = 16, m.vocab_size = 50;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> want = {{"wte", {50, 8}},
+                                                                    {"wpe", {16, 8}}};
+  for (int i = 0; i < 2; ++i) {
+    const std::string h = "h." + std::to_string(i) + ".";
+    for (const char* ln : {"ln_1", "attn", "ln_2", "mlp"}) {
+      const std::string p = h + ln;
+      if (p == h + "attn")
+        want.insert(want.end(), {{p + ".c_attn.weight", {24, 8}}, {p + ".c_attn.bias", {24}},
+                                 {p + ".c_proj.weight", {8, 8}}, {p + ".c_proj.bias", {8}}});
+      else if (p == h + "mlp")
+        want.insert(want.end(), {{p + ".c_fc.weight", {32, 8}}, {p + ".c_fc.bias", {32}},
+                                 {p + ".c_proj.weight", {8, 32}}, {p + ".c_proj.bias", {8}}});
+      else
+        want.insert(want.end(), {{p + ".weight", {8}}, {p + ".bias", {8}}});
+    }
+  }
+  want.insert(want.end(), {{"ln_f.weight", {8}}, {"ln_f.bias", {8}}});
+  BOOST_TEST((gpt2_tensor_shapes(2, 8, 16, 50) == want));
+  // Weight decay on the four matrices of each block only (GPT-2's recipe); the LM head is the
+  // token embedding.
+  for (const TensorDesc& t : gpt2_tensors(m)) {
+    BOOST_TEST(t.decay == (t.part == Part::block && t.shape.size() == 2), t.name);
+    BOOST_TEST(t.tied == (t.name == "wte"), t.name);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(shards_cover_every_tensor_once_or_every_rank_whole) {
+  // V = 13 is not a multiple of tp: the last vocabulary shards are partly padding.
+  ModelConfig m;
+  m.n_layer = 1, m.n_head = 4, m.n_embd = 16, m.seq_len = 5, m.vocab_size = 13;
+  for (int tp : {1, 2, 4})
+    for (const TensorDesc& t : gpt2_tensors(m)) {
+      std::vector<int> covered(size_t(t.elements()), 0);
+      for (int r = 0; r < tp; ++r) {
+        const ShardSpec s = shard_of(t, tp, r);
+        BOOST_TEST(s.local_size() == local_elements(t, tp), t.name);
+        for (const ShardBlock& b : s.blocks) {
+          BOOST_TEST((b.local_row + b.rows <= s.local_rows && b.local_col + b.cols <= s.local_cols),
+                     t.name << " rank " << r);
+          for (int64_t i = 0; i < b.rows; ++i)
+            for (int64_t j = 0; j < b.cols; ++j)
+              ++covered[size_t((b.global_row + i) * t.cols() + b.global_col + j)];
+        }
+      }
+      // Split tensors: every element on exactly one rank; replicated ones: on every rank.
+      const int copies = t.split == Split::replicated ? tp : 1;
+      BOOST_TEST(std::count(covered.begin(), covered.end(), copies) == t.elements(),
+                 t.name << " over tp " << tp);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(stages_hold_each_tensor_once_and_the_tied_one_at_both_ends) {
+  ModelConfig m;
+  m.n_layer = 4, m.n_head = 2, m.n_embd = 8, m.seq_len = 4, m.vocab_size = 11;
+  for (int pp : {1, 2, 4}) {
+    std::map<std::string, int> held;
+    for (int r = 0; r < pp; ++r)
+      for (const TensorDesc& t : stage_tensors(m, pp, r)) {
+        ++held[t.name];
+        BOOST_TEST(held_as_copy(t, r) == (t.name == "wte" && r > 0));
+      }
+    BOOST_TEST(held.size() == gpt2_tensors(m).size());
+    for (const auto& [name, count] : held)
+      BOOST_TEST(count == (name == "wte" && pp > 1 ? 2 : 1), name << " with pp " << pp);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(gpt2_small_has_its_published_parameter_count) {
+  // GPT-2 124M (Hugging Face "gpt2"): 124,439,808 parameters, the LM head tied to wte.
+  ModelConfig m;
+  m.n_layer = 12, m.n_head = 12, m.n_embd = 768, m.seq_len = 1024, m.vocab_size = 50257;
+  BOOST_TEST(model_parameters(m) == 124439808);
+}
+
+BOOST_AUTO_TEST_CASE(gemm_shapes_make_six_flops_per_weight_and_token) {
+  // Forward and the two backward products of every linear layer: 2 + 4 flops per weight
+  // element and token. On one rank: the four block matrices (12 C^2 per layer) and the LM head
+  // (V C), over global_batch * seq_len tokens.
+  ModelConfig m;
+  m.n_layer = 3, m.n_head = 2, m.n_embd = 8, m.seq_len = 6, m.vocab_size = 11;
+  const long G = 4;
+  double flops = 0;
+  for (const GemmShape& g : step_gemm_shapes(m, Layout{1, 1, 1}, 0, 2, G))
+    flops += g.flops() * double(g.count);
+  const double C = m.n_embd, weights = m.n_layer * 12 * C * C + m.vocab_size * C;
+  BOOST_TEST(flops == 6.0 * weights * double(G * m.seq_len));
 }
 
 // ---------------------------------------------------------------- analytic communication

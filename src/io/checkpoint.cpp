@@ -639,31 +639,4 @@ void read_checkpoint_tensors(const Comm& comm, const std::string& path,
   }
 }
 
-std::vector<std::pair<std::string, std::vector<int64_t>>> gpt2_tensor_shapes(int n_layer,
-                                                                             int n_embd,
-                                                                             int seq_len,
-                                                                             int vocab_size) {
-  const int64_t C = n_embd;
-  std::vector<std::pair<std::string, std::vector<int64_t>>> list = {
-      {"wte", {vocab_size, C}}, {"wpe", {seq_len, C}}};
-  for (int i = 0; i < n_layer; ++i) {
-    const std::string h = "h." + std::to_string(i) + ".";
-    list.push_back({h + "ln_1.weight", {C}});
-    list.push_back({h + "ln_1.bias", {C}});
-    list.push_back({h + "attn.c_attn.weight", {3 * C, C}});
-    list.push_back({h + "attn.c_attn.bias", {3 * C}});
-    list.push_back({h + "attn.c_proj.weight", {C, C}});
-    list.push_back({h + "attn.c_proj.bias", {C}});
-    list.push_back({h + "ln_2.weight", {C}});
-    list.push_back({h + "ln_2.bias", {C}});
-    list.push_back({h + "mlp.c_fc.weight", {4 * C, C}});
-    list.push_back({h + "mlp.c_fc.bias", {4 * C}});
-    list.push_back({h + "mlp.c_proj.weight", {C, 4 * C}});
-    list.push_back({h + "mlp.c_proj.bias", {C}});
-  }
-  list.push_back({"ln_f.weight", {C}});
-  list.push_back({"ln_f.bias", {C}});
-  return list;
-}
-
 }  // namespace mptrain

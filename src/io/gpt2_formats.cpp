@@ -18,6 +18,7 @@
 #include "mptrain/io/safetensors.hpp"
 #include "mptrain/io/checkpoint.hpp"
 #include "mptrain/core/error.hpp"
+#include "mptrain/model/catalogue.hpp"
 
 namespace mptrain::gpt2io {
 
@@ -35,25 +36,35 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   return text + "]";
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+// ---------------------------------------------------------------- the catalogue's tensors
+
+ModelConfig model_config(const Gpt2Config& c) {
+  ModelConfig m;
+  m.n_layer = c.n_layer, m.n_head = c.n_head, m.n_embd = c.n_embd;
+  m.seq_len = c.n_positions, m.vocab_size = c.vocab_size;
+  return m;
+}
+
+// The model catalogue's description of each tensor of a GPT-2 of this shape, by name.
+std::map<std::string, TensorDesc> catalogue_by_name(const Gpt2Config& c) {
+  std::map<std::string, TensorDesc> by_name;
+  for (TensorDesc& t : gpt2_tensors(model_config(c))) by_name.emplace(t.name, std::move(t));
+  return by_name;
 }
 
 // ---------------------------------------------------------------- Hugging Face names
 
-// The four matrices Hugging Face's GPT-2 keeps in Conv1D modules, stored [in, out].
-bool is_conv1d(const std::string& name) {
-  return ends_with(name, ".attn.c_attn.weight") || ends_with(name, ".attn.c_proj.weight") ||
-         ends_with(name, ".mlp.c_fc.weight") || ends_with(name, ".mlp.c_proj.weight");
+// Hugging Face's GPT-2 keeps the blocks' linear weights in Conv1D modules, stored [in, out].
+bool is_conv1d(const TensorDesc& t) { return t.part == Part::block && t.product != nullptr; }
+
+// Our name -> Hugging Face's (without the "transformer." prefix): the embeddings are modules
+// of their own there, whose tensor is "weight".
+std::string hf_name(const TensorDesc& t) {
+  return t.part == Part::embedding ? t.name + ".weight" : t.name;
 }
 
-// Our name -> Hugging Face's (without the "transformer." prefix).
-std::string hf_name(const std::string& ours) {
-  return ours == "wte" || ours == "wpe" ? ours + ".weight" : ours;
-}
-
-std::vector<int64_t> hf_shape(const NamedTensor& t) {
-  return is_conv1d(t.name) ? std::vector<int64_t>{t.shape[1], t.shape[0]} : t.shape;
+std::vector<int64_t> hf_shape(const TensorDesc& t) {
+  return is_conv1d(t) ? std::vector<int64_t>{t.shape[1], t.shape[0]} : t.shape;
 }
 
 // (rows, cols) row-major -> (cols, rows) row-major.
@@ -169,20 +180,24 @@ json hf_config(const Gpt2Config& c) {
 constexpr int llmc_header_ints = 256;
 constexpr int llmc_vocab_multiple = 128;
 
-// The 16 tensors of an llm.c model file in file order; per_layer ones are stacked over layers.
-struct LlmcTensor {
-  const char* name;  // ours; for per-layer tensors the part after "h.{i}."
-  bool per_layer;
-};
-constexpr LlmcTensor llmc_order[] = {
-    {"wte", false},                {"wpe", false},
-    {"ln_1.weight", true},         {"ln_1.bias", true},
-    {"attn.c_attn.weight", true},  {"attn.c_attn.bias", true},
-    {"attn.c_proj.weight", true},  {"attn.c_proj.bias", true},
-    {"ln_2.weight", true},         {"ln_2.bias", true},
-    {"mlp.c_fc.weight", true},     {"mlp.c_fc.bias", true},
-    {"mlp.c_proj.weight", true},   {"mlp.c_proj.bias", true},
-    {"ln_f.weight", false},        {"ln_f.bias", false}};
+// The tensors of an llm.c model file in file order: the catalogue's, except that each block
+// tensor is stacked over the layers (every layer's ln_1.weight, then every layer's ln_1.bias,
+// ...). llm.c pads the vocabulary rows of the vocab-split tensor (wte) to a multiple of 128.
+std::vector<TensorDesc> llmc_order(const Gpt2Config& c) {
+  const std::vector<TensorDesc> catalogue = gpt2_tensors(model_config(c));
+  std::vector<TensorDesc> order;
+  for (const TensorDesc& t : catalogue)
+    if (t.part == Part::embedding) order.push_back(t);
+  for (const TensorDesc& first : catalogue) {
+    if (first.layer != 0) continue;
+    for (const TensorDesc& t : catalogue)
+      if (t.part == Part::block && t.module == first.module && t.role == first.role)
+        order.push_back(t);
+  }
+  for (const TensorDesc& t : catalogue)
+    if (t.part == Part::head) order.push_back(t);
+  return order;
+}
 
 // Reads float32 or bfloat16 values from an open file into floats.
 class ValueReader {
@@ -236,11 +251,8 @@ Gpt2Model zero_model(const Gpt2Config& c, const std::string& origin) {
                      " is not a multiple of n_head " + std::to_string(c.n_head));
   Gpt2Model model;
   model.config = c;
-  for (auto& [name, shape] : gpt2_tensor_shapes(c.n_layer, c.n_embd, c.n_positions, c.vocab_size)) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    model.tensors.push_back({name, shape, std::vector<float>(static_cast<size_t>(n), 0.0f)});
-  }
+  for (const TensorDesc& t : gpt2_tensors(model_config(c)))
+    model.tensors.push_back({t.name, t.shape, std::vector<float>(size_t(t.elements()), 0.0f)});
   return model;
 }
 
@@ -261,6 +273,7 @@ Gpt2Model read_hf(const std::string& dir) {
     throw InputError(dir + ": " + why);
   }
   Gpt2Model model = zero_model(read_hf_config((fs::path(dir) / "config.json").string()), dir);
+  const std::map<std::string, TensorDesc> catalogue = catalogue_by_name(model.config);
   safetensors::Reader reader(weights);
 
   // The file's names without the prefix, each once.
@@ -277,18 +290,21 @@ Gpt2Model read_hf(const std::string& dir) {
     if (!stored.emplace(name, e.name).second)
       throw InputError(weights + ": holds both \"" + stored[name] + "\" and \"" + e.name + "\"");
   }
+  const TensorDesc* tied = nullptr;
   for (NamedTensor& t : model.tensors) {
-    const std::string name = hf_name(t.name);
+    const TensorDesc& desc = catalogue.at(t.name);
+    if (desc.tied) tied = &desc;
+    const std::string name = hf_name(desc);
     const auto found = stored.find(name);
     if (found == stored.end())
       throw InputError(weights + ": no tensor \"" + name + "\" (nor \"transformer." + name +
                        "\"), needed for a GPT-2 with " + model.config.text());
     const safetensors::TensorEntry& e = *reader.header().find(found->second);
-    if (e.shape != hf_shape(t))
+    if (e.shape != hf_shape(desc))
       throw InputError(weights + ": tensor \"" + e.name + "\" has shape " + shape_text(e.shape) +
-                       ", config.json implies " + shape_text(hf_shape(t)));
+                       ", config.json implies " + shape_text(hf_shape(desc)));
     std::vector<float> values = reader.read_float32(e.name);
-    if (is_conv1d(t.name))
+    if (is_conv1d(desc))
       transpose_into(values.data(), t.shape[1], t.shape[0], t.values.data());
     else
       t.values = std::move(values);
@@ -299,8 +315,8 @@ Gpt2Model read_hf(const std::string& dir) {
                      (stored.size() > 1 ? " (and " + std::to_string(stored.size() - 1) + " more)"
                                         : std::string()) +
                      ": not part of a GPT-2 language model with " + model.config.text());
-  if (!lm_head.empty()) {
-    const NamedTensor& wte = model.at("wte");
+  if (!lm_head.empty() && tied) {
+    const NamedTensor& wte = model.at(tied->name);
     const safetensors::TensorEntry& e = *reader.header().find(lm_head);
     const std::vector<float> head = e.shape == wte.shape ? reader.read_float32(lm_head)
                                                          : std::vector<float>();
@@ -324,14 +340,17 @@ void write_hf(const Gpt2Model& model, const std::string& dir) {
     out << hf_config(model.config).dump(2) << '\n';
     if (!out) throw InputError(config_path + ": cannot write: " + std::strerror(errno));
   }
+  const std::map<std::string, TensorDesc> catalogue = catalogue_by_name(model.config);
   std::vector<safetensors::Float32Spec> specs;
-  for (const NamedTensor& t : model.tensors)
-    specs.push_back({"transformer." + hf_name(t.name), hf_shape(t)});
+  for (const NamedTensor& t : model.tensors) {
+    const TensorDesc& desc = catalogue.at(t.name);
+    specs.push_back({"transformer." + hf_name(desc), hf_shape(desc)});
+  }
   safetensors::write_float32_file(
       (fs::path(dir) / "model.safetensors").string(), specs, {{"format", "pt"}},
       [&](size_t i, std::span<float> out) {
         const NamedTensor& t = model.tensors[i];
-        if (is_conv1d(t.name))
+        if (is_conv1d(catalogue.at(t.name)))
           transpose_into(t.values.data(), t.shape[0], t.shape[1], out.data());
         else
           std::copy(t.values.begin(), t.values.end(), out.begin());
@@ -389,13 +408,11 @@ Gpt2Model read_llmc(const std::string& path) {
   ValueReader values(in, bf16, path);
   std::map<std::string, NamedTensor*> by_name;
   for (NamedTensor& t : model.tensors) by_name[t.name] = &t;
-  for (const LlmcTensor& kind : llmc_order) {
-    for (int layer = 0; layer < (kind.per_layer ? c.n_layer : 1); ++layer) {
-      NamedTensor& t =
-          *by_name.at(kind.per_layer ? "h." + std::to_string(layer) + "." + kind.name : kind.name);
-      values.read(t.values.data(), t.values.size());
-      if (t.name == "wte") values.skip(size_t(padded_vocab - c.vocab_size) * size_t(c.n_embd));
-    }
+  for (const TensorDesc& desc : llmc_order(c)) {
+    NamedTensor& t = *by_name.at(desc.name);
+    values.read(t.values.data(), t.values.size());
+    if (desc.split == Split::vocab)
+      values.skip(size_t(padded_vocab - c.vocab_size) * size_t(c.n_embd));
   }
   return model;
 }
@@ -417,15 +434,12 @@ void write_llmc(const Gpt2Model& model, const std::string& path) {
   if (!f) throw InputError(path + ": cannot create: " + std::strerror(errno));
   try {
     write_or_throw(f, header, sizeof header, path);
-    for (const LlmcTensor& kind : llmc_order) {
-      for (int layer = 0; layer < (kind.per_layer ? c.n_layer : 1); ++layer) {
-        const NamedTensor& t =
-            model.at(kind.per_layer ? "h." + std::to_string(layer) + "." + kind.name : kind.name);
-        write_or_throw(f, t.values.data(), t.values.size() * sizeof(float), path);
-        if (t.name == "wte") {
-          const std::vector<float> padding(size_t(padded_vocab - c.vocab_size) * c.n_embd, 0.0f);
-          write_or_throw(f, padding.data(), padding.size() * sizeof(float), path);
-        }
+    for (const TensorDesc& desc : llmc_order(c)) {
+      const NamedTensor& t = model.at(desc.name);
+      write_or_throw(f, t.values.data(), t.values.size() * sizeof(float), path);
+      if (desc.split == Split::vocab) {
+        const std::vector<float> padding(size_t(padded_vocab - c.vocab_size) * c.n_embd, 0.0f);
+        write_or_throw(f, padding.data(), padding.size() * sizeof(float), path);
       }
     }
   } catch (...) {

@@ -1,267 +1,267 @@
 // Forward and backward of the GPT-2 layers under tensor parallelism (Megatron-style).
-// Column-parallel layers (QKV, c_fc) need no communication forward; their input gradient is a
-// partial sum over TP and is all-reduced in backward. Row-parallel layers (the two c_proj's)
-// produce partial sums that are all-reduced forward; their input gradient needs none.
+// Column-parallel layers (QKV, fc, the LM head) need no communication forward; their input
+// gradient is a partial sum over TP (copy_to_tp_backward). Row-parallel layers (the two output
+// projections) and the vocab-parallel embedding produce partial sums that are summed forward
+// (reduce_from_tp); their input gradient needs none.
 #include "mptrain/model/layers.hpp"
-
-#include <algorithm>
-#include <cmath>
-#include <initializer_list>
-#include <span>
 
 #include "mptrain/core/error.hpp"
 
 namespace mptrain {
 
-// ------------------------------------------------------------------ collectives on backend memory
+// ------------------------------------------------------------------ the primitives
 
-void DeviceCollectives::allreduce_sum(const Comm& comm, float* data, size_t n) {
-  if (comm.size() == 1 || n == 0) return;
-  backend_.synchronize();  // kernels producing `data` must have finished before MPI reads it
-  if (backend_.host_accessible()) {
-    comm.allreduce_sum(std::span<float>(data, n));  // collective
-    return;
-  }
-  staging_.resize(n);
-  backend_.to_host(staging_.data(), data, n);
-  comm.allreduce_sum(std::span<float>(staging_.data(), n));  // collective
-  backend_.to_device(data, staging_.data(), n);
+void reduce_from_tp(const LayerContext& cx, float* y, size_t n) {
+  cx.dc.allreduce_sum(cx.tp, y, n);  // collective over TP
 }
 
-void DeviceCollectives::allreduce_max(const Comm& comm, float* data, size_t n) {
-  if (comm.size() == 1 || n == 0) return;
-  backend_.synchronize();
-  if (backend_.host_accessible()) {
-    comm.allreduce_max(std::span<float>(data, n));  // collective
-    return;
-  }
-  staging_.resize(n);
-  backend_.to_host(staging_.data(), data, n);
-  comm.allreduce_max(std::span<float>(staging_.data(), n));  // collective
-  backend_.to_device(data, staging_.data(), n);
+void copy_to_tp_backward(const LayerContext& cx, float* dx, size_t n) {
+  cx.dc.allreduce_sum(cx.tp, dx, n);  // collective over TP
 }
 
-Request DeviceCollectives::isend(const Comm& comm, const float* data, size_t n, int dest, int tag) {
-  backend_.synchronize();
-  if (backend_.host_accessible()) return comm.isend(std::span<const float>(data, n), dest, tag);
-  // The staged copy must outlive the send, and no other send may write it meanwhile (the
-  // pipeline's forward and backward sends of one micro-batch are in flight together): take a
-  // buffer no request holds any more, or a new one. The request keeps it until it completed.
-  std::shared_ptr<std::vector<float>> host;
-  for (const auto& buffer : send_staging_)
-    if (buffer.use_count() == 1) {
-      host = buffer;
-      break;
-    }
-  if (!host) host = send_staging_.emplace_back(std::make_shared<std::vector<float>>());
-  host->resize(n);
-  backend_.to_host(host->data(), data, n);
-  return comm.isend(std::shared_ptr<const std::vector<float>>(host), dest, tag);
+Linear Linear::bind(const ParamSet& ps, Module module, int layer) {
+  Linear l;
+  l.weight = ps.find(module, Role::weight, layer);
+  if (ps.holds(module, Role::bias, layer)) l.bias = ps.find(module, Role::bias, layer);
+  const ShardSpec& w = ps.infos()[l.weight].spec;
+  l.out = int(w.local_rows), l.in = int(w.local_cols);
+  return l;
 }
 
-size_t DeviceCollectives::send_staging_in_use() const {
-  return static_cast<size_t>(std::count_if(send_staging_.begin(), send_staging_.end(),
-                                           [](const auto& b) { return b.use_count() > 1; }));
+void linear_forward(const LayerContext& cx, const Linear& l, const float* x, float* y) {
+  cx.be.gemm(false, true, cx.shape.N(), l.out, l.in, 1.0f, x, l.in, cx.param(l.weight), l.in,
+             0.0f, y, l.out);
 }
 
-void DeviceCollectives::recv(const Comm& comm, float* data, size_t n, int source, int tag) {
-  if (backend_.host_accessible()) {
-    backend_.synchronize();
-    comm.recv(std::span<float>(data, n), source, tag);
-    return;
-  }
-  staging_.resize(n);
-  comm.recv(std::span<float>(staging_.data(), n), source, tag);
-  backend_.to_device(data, staging_.data(), n);
+void linear_backward(const LayerContext& cx, const Linear& l, const float* x, const float* dy,
+                     float* dx) {
+  const int N = cx.shape.N();
+  cx.be.gemm(true, false, l.out, l.in, N, 1.0f, dy, l.out, x, l.in, 1.0f, cx.grad(l.weight),
+             l.in);
+  cx.be.gemm(false, false, N, l.in, l.out, 1.0f, dy, l.out, cx.param(l.weight), l.in, 0.0f, dx,
+             l.in);
 }
+
+Norm Norm::bind(const ParamSet& ps, Module module, int layer) {
+  return {ps.find(module, Role::weight, layer), ps.find(module, Role::bias, layer)};
+}
+
+void layernorm_forward(const LayerContext& cx, const Norm& n, const float* x, float* y,
+                       float* mean, float* rstd) {
+  cx.be.layernorm_forward(y, mean, rstd, x, cx.param(n.weight), cx.param(n.bias), cx.shape.N(),
+                          cx.shape.C);
+}
+
+void layernorm_backward(const LayerContext& cx, const Norm& n, const float* dy, const float* x,
+                        const float* mean, const float* rstd, float* dx) {
+  cx.be.layernorm_backward(dx, cx.grad(n.weight), cx.grad(n.bias), dy, x, cx.param(n.weight),
+                           mean, rstd, cx.shape.N(), cx.shape.C);
+}
+
+// ------------------------------------------------------------------ the work buffers
+
+template <class F>
+void BlockActivations::each(const LayerShape& s, F&& f) {
+  using A = BlockActivations;
+  const size_t N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl();
+  f(&A::ln1, N * C), f(&A::ln1_mean, N), f(&A::ln1_rstd, N);
+  f(&A::qkv, N * 3 * Cl);
+  f(&A::att, size_t(s.B) * s.NHl() * s.T * s.T);
+  f(&A::atty, N * Cl);
+  f(&A::res2, N * C);
+  f(&A::ln2, N * C), f(&A::ln2_mean, N), f(&A::ln2_rstd, N);
+  f(&A::fch, N * Hl), f(&A::fch_gelu, N * Hl);
+  f(&A::out, N * C);
+}
+
+template <class F>
+void BlockScratch::each(const LayerShape& s, F&& f) {
+  using S = BlockScratch;
+  const size_t N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl();
+  f(&S::dqkv, N * 3 * Cl);
+  f(&S::datt, size_t(s.B) * s.NHl() * s.T * s.T);
+  f(&S::datty, N * Cl);
+  f(&S::dfch, N * Hl);
+  f(&S::dln, N * C);
+}
+
+namespace {
+// Allocates every buffer of a work struct from its list.
+template <class W>
+void allocate_buffers(W& w, Backend& be) {
+  W::each(w.shape, [&](Buffer W::*buffer, size_t n) { w.*buffer = Buffer(be, n); });
+}
+// Floats the list says a work struct of shape s holds.
+template <class W>
+size_t listed_elements(const LayerShape& s) {
+  size_t total = 0;
+  W::each(s, [&](Buffer W::*, size_t n) { total += n; });
+  return total;
+}
+// Floats a work struct's buffers really hold.
+template <class W>
+size_t held_elements(const W& w) {
+  size_t total = 0;
+  W::each(w.shape, [&](Buffer W::*buffer, size_t) { total += (w.*buffer).size(); });
+  return total;
+}
+}  // namespace
+
+BlockActivations::BlockActivations(Backend& be, const LayerShape& s) : shape(s) {
+  allocate_buffers(*this, be);
+}
+size_t BlockActivations::elements(const LayerShape& s) {
+  return listed_elements<BlockActivations>(s);
+}
+size_t BlockActivations::elements() const { return held_elements(*this); }
+
+BlockScratch::BlockScratch(Backend& be, const LayerShape& s) : shape(s) {
+  allocate_buffers(*this, be);
+}
+size_t BlockScratch::elements(const LayerShape& s) { return listed_elements<BlockScratch>(s); }
+size_t BlockScratch::elements() const { return held_elements(*this); }
+
+template <class F>
+void Head::Work::each(const LayerShape& s, F&& f) {
+  using W = Head::Work;
+  const size_t N = s.N(), C = s.C;
+  f(&W::lnf, N * C), f(&W::lnf_mean, N), f(&W::lnf_rstd, N);
+  f(&W::logits, N * s.Vl());
+  f(&W::row_max, N), f(&W::stats, 2 * N), f(&W::losses, N);
+}
+
+Head::Work::Work(Backend& be, const LayerShape& s) : shape(s) { allocate_buffers(*this, be); }
+size_t Head::Work::elements(const LayerShape& s) { return listed_elements<Head::Work>(s); }
+size_t Head::Work::elements() const { return held_elements(*this); }
 
 // ------------------------------------------------------------------ embedding
 
-void Embedding::register_params(ParamBuilder& pb, const LayerShape& s) {
-  // GPT-2 initialises both embeddings with std 0.02; embeddings are not decayed by default.
-  wte = pb.vocab_sharded("wte", s.C, 0.02f, false, true);
-  wpe = pb.replicated("wpe", {s.T, s.C}, InitKind::normal, 0.02f, false);
+Embedding::Embedding(const ParamSet& ps)
+    : wte(ps.find(Module::token_embedding, Role::weight)),
+      wpe(ps.find(Module::position_embedding, Role::weight)) {}
+
+void Embedding::forward(const LayerContext& cx, const int32_t* tokens, float* x) const {
+  const LayerShape& s = cx.shape;
+  // x(B,T,C): the rows of the tokens this rank's vocabulary shard holds, zeros elsewhere; the
+  // sum over TP assembles them.
+  cx.be.embedding_forward(x, tokens, cx.param(wte), s.vocab_start(), s.vocab_owned(), s.N(), s.C);
+  reduce_from_tp(cx, x, size_t(s.N()) * s.C);
+  cx.be.position_forward(x, cx.param(wpe), s.B, s.T, s.C);  // x += wpe
 }
 
-void Embedding::forward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
-                        const LayerShape& s, const int32_t* tokens, float* x) {
-  // x(B,T,C): rows of tokens this rank owns, zeros elsewhere; the TP sum assembles them.
-  be.embedding_forward(x, tokens, ps.param(wte), s.vocab_start(), s.vocab_owned(), s.N(), s.C);
-  dc.allreduce_sum(grid.tp(), x, static_cast<size_t>(s.N()) * s.C);  // collective over TP
-  be.position_forward(x, ps.param(wpe), s.B, s.T, s.C);
-}
-
-void Embedding::backward(Backend& be, ParamSet& ps, const LayerShape& s, const int32_t* tokens,
-                         const float* dx) {
-  be.embedding_backward(ps.grad(wte), dx, tokens, s.vocab_start(), s.vocab_owned(), s.N(), s.C);
-  be.position_backward(ps.grad(wpe), dx, s.B, s.T, s.C);
+void Embedding::backward(const LayerContext& cx, const int32_t* tokens, const float* dx) const {
+  const LayerShape& s = cx.shape;
+  // reduce_from_tp backward: the identity (every rank has the whole dx).
+  cx.be.embedding_backward(cx.grad(wte), dx, tokens, s.vocab_start(), s.vocab_owned(), s.N(),
+                           s.C);
+  cx.be.position_backward(cx.grad(wpe), dx, s.B, s.T, s.C);
 }
 
 // ------------------------------------------------------------------ transformer block
 
-BlockActivations::BlockActivations(Backend& be, const LayerShape& s)
-    : ln1(be, size_t(s.N()) * s.C), ln1_mean(be, s.N()), ln1_rstd(be, s.N()),
-      qkv(be, size_t(s.N()) * 3 * s.Cl()),
-      att(be, size_t(s.B) * s.NHl() * s.T * s.T),
-      atty(be, size_t(s.N()) * s.Cl()),
-      res2(be, size_t(s.N()) * s.C),
-      ln2(be, size_t(s.N()) * s.C), ln2_mean(be, s.N()), ln2_rstd(be, s.N()),
-      fch(be, size_t(s.N()) * s.Hl()), fch_gelu(be, size_t(s.N()) * s.Hl()),
-      out(be, size_t(s.N()) * s.C) {}
+Block::Block(const ParamSet& ps, int layer)
+    : ln1(Norm::bind(ps, Module::attn_norm, layer)),
+      ln2(Norm::bind(ps, Module::mlp_norm, layer)),
+      qkv(Linear::bind(ps, Module::attn_qkv, layer)),
+      attn_proj(Linear::bind(ps, Module::attn_proj, layer)),
+      fc(Linear::bind(ps, Module::mlp_fc, layer)),
+      fc_proj(Linear::bind(ps, Module::mlp_proj, layer)) {}
 
-BlockScratch::BlockScratch(Backend& be, const LayerShape& s)
-    : dqkv(be, size_t(s.N()) * 3 * s.Cl()), datt(be, size_t(s.B) * s.NHl() * s.T * s.T),
-      datty(be, size_t(s.N()) * s.Cl()), dfch(be, size_t(s.N()) * s.Hl()),
-      dln(be, size_t(s.N()) * s.C) {}
-
-namespace {
-size_t total_size(std::initializer_list<const Buffer*> buffers) {
-  size_t n = 0;
-  for (const Buffer* b : buffers) n += b->size();
-  return n;
-}
-}  // namespace
-
-size_t BlockActivations::elements() const {
-  return total_size({&ln1, &ln1_mean, &ln1_rstd, &qkv, &att, &atty, &res2, &ln2, &ln2_mean,
-                     &ln2_rstd, &fch, &fch_gelu, &out});
-}
-
-size_t BlockScratch::elements() const { return total_size({&dqkv, &datt, &datty, &dfch, &dln}); }
-
-void Block::register_params(ParamBuilder& pb, const LayerShape& s, int layer, int n_layer) {
-  const std::string h = "h." + std::to_string(layer) + ".";
-  const int64_t C = s.C;
-  // GPT-2: 0.02 for weights, the residual projections scaled by 1/sqrt(2 n_layer).
-  const float std = 0.02f, proj_std = 0.02f / std::sqrt(2.0f * n_layer);
-  ln1_w = pb.replicated(h + "ln_1.weight", {C}, InitKind::ones, 0, false);
-  ln1_b = pb.replicated(h + "ln_1.bias", {C}, InitKind::zeros, 0, false);
-  qkv_w = pb.row_sharded(h + "attn.c_attn.weight", 3 * C, C, 3, InitKind::normal, std, true);
-  qkv_b = pb.row_sharded(h + "attn.c_attn.bias", 3 * C, 1, 3, InitKind::zeros, 0, false);
-  proj_w = pb.col_sharded(h + "attn.c_proj.weight", C, C, InitKind::normal, proj_std, true);
-  proj_b = pb.replicated(h + "attn.c_proj.bias", {C}, InitKind::zeros, 0, false);
-  ln2_w = pb.replicated(h + "ln_2.weight", {C}, InitKind::ones, 0, false);
-  ln2_b = pb.replicated(h + "ln_2.bias", {C}, InitKind::zeros, 0, false);
-  fc_w = pb.row_sharded(h + "mlp.c_fc.weight", 4 * C, C, 1, InitKind::normal, std, true);
-  fc_b = pb.row_sharded(h + "mlp.c_fc.bias", 4 * C, 1, 1, InitKind::zeros, 0, false);
-  fcproj_w = pb.col_sharded(h + "mlp.c_proj.weight", C, 4 * C, InitKind::normal, proj_std, true);
-  fcproj_b = pb.replicated(h + "mlp.c_proj.bias", {C}, InitKind::zeros, 0, false);
-}
-
-void Block::forward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
-                    const LayerShape& s, const float* x, BlockActivations& a) {
-  const int N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl();
-  // attention: ln1(B,T,C) -> qkv(B,T,3Cl) -> atty(B,T,Cl) -> res2(B,T,C)
-  be.layernorm_forward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, ps.param(ln1_w),
-                       ps.param(ln1_b), N, C);
-  be.gemm(false, true, N, 3 * Cl, C, 1.0f, a.ln1.data(), C, ps.param(qkv_w), C, 0.0f,
-          a.qkv.data(), 3 * Cl);
-  be.add_bias(a.qkv.data(), ps.param(qkv_b), N, 3 * Cl);
-  be.attention_forward(a.atty.data(), a.att.data(), a.qkv.data(), s.B, s.T, s.NHl(), s.HS());
-  // Row-parallel projection: a partial sum over this rank's heads, summed over TP.
-  be.gemm(false, true, N, C, Cl, 1.0f, a.atty.data(), Cl, ps.param(proj_w), Cl, 0.0f,
-          a.res2.data(), C);
-  dc.allreduce_sum(grid.tp(), a.res2.data(), size_t(N) * C);  // collective over TP
-  // res2(B,T,C) = res2 + proj_b + x, and ln2(B,T,C) = LayerNorm(res2), in one pass.
+void Block::forward(const LayerContext& cx, const float* x, BlockActivations& a) const {
+  Backend& be = cx.be;
+  const LayerShape& s = cx.shape;
+  const int N = s.N(), C = s.C;
+  // Attention. ln1 is the same on every TP rank; it enters the column-parallel QKV
+  // (copy_to_tp: the identity forward).
+  layernorm_forward(cx, ln1, x, a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data());  // (B,T,C)
+  linear_forward(cx, qkv, a.ln1.data(), a.qkv.data());                      // (B,T,3Cl)
+  be.add_bias(a.qkv.data(), cx.param(qkv.bias), N, qkv.out);
+  be.attention_forward(a.atty.data(), a.att.data(), a.qkv.data(), s.B, s.T, s.NHl(),
+                       s.HS());                                             // (B,T,Cl)
+  linear_forward(cx, attn_proj, a.atty.data(), a.res2.data());  // (B,T,C) over this rank's heads
+  reduce_from_tp(cx, a.res2.data(), size_t(N) * C);             // (B,T,C) summed over TP
+  // res2 = res2 + bias + x, and ln2 = LayerNorm(res2), in one pass.
   be.residual_layernorm_forward(a.res2.data(), a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(),
-                                x, ps.param(proj_b), ps.param(ln2_w), ps.param(ln2_b), N, C);
-  // MLP: ln2(B,T,C) -> fch(B,T,Hl) -> gelu -> out(B,T,C)
-  be.gemm(false, true, N, Hl, C, 1.0f, a.ln2.data(), C, ps.param(fc_w), C, 0.0f, a.fch.data(), Hl);
-  be.bias_gelu_forward(a.fch.data(), a.fch_gelu.data(), ps.param(fc_b), N, Hl);  // fch += fc_b
-  be.gemm(false, true, N, C, Hl, 1.0f, a.fch_gelu.data(), Hl, ps.param(fcproj_w), Hl, 0.0f,
-          a.out.data(), C);
-  dc.allreduce_sum(grid.tp(), a.out.data(), size_t(N) * C);  // collective over TP
-  be.add_bias_residual(a.out.data(), ps.param(fcproj_b), a.res2.data(), N, C);  // out(B,T,C)
+                                x, cx.param(attn_proj.bias), cx.param(ln2.weight),
+                                cx.param(ln2.bias), N, C);
+  // MLP. ln2 enters the column-parallel fc (copy_to_tp: the identity forward).
+  linear_forward(cx, fc, a.ln2.data(), a.fch.data());                       // (B,T,Hl)
+  be.bias_gelu_forward(a.fch.data(), a.fch_gelu.data(), cx.param(fc.bias), N,
+                       fc.out);                                             // fch += b; gelu
+  linear_forward(cx, fc_proj, a.fch_gelu.data(), a.out.data());  // (B,T,C) of this rank's Hl
+  reduce_from_tp(cx, a.out.data(), size_t(N) * C);               // (B,T,C) summed over TP
+  be.add_bias_residual(a.out.data(), cx.param(fc_proj.bias), a.res2.data(), N, C);  // += b + res2
 }
 
-void Block::backward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
-                     const LayerShape& s, const float* x, const BlockActivations& a,
-                     BlockScratch& sc, float* dres) {
-  const int N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl();
-  // MLP backward. dres(B,T,C) is the gradient of out; through the residual it is also the
-  // gradient of res2, to which ln2's backward adds.
-  be.bias_backward(ps.grad(fcproj_b), dres, N, C);
-  be.gemm(true, false, C, Hl, N, 1.0f, dres, C, a.fch_gelu.data(), Hl, 1.0f, ps.grad(fcproj_w),
-          Hl);                                                           // dW(C,Hl) +=
-  be.gemm(false, false, N, Hl, C, 1.0f, dres, C, ps.param(fcproj_w), Hl, 0.0f, sc.dfch.data(),
-          Hl);                                                           // dfch_gelu(B,T,Hl)
-  be.gelu_bias_backward(sc.dfch.data(), ps.grad(fc_b), a.fch.data(), sc.dfch.data(), N,
-                        Hl);                                             // dfch(B,T,Hl), dfc_b +=
-  be.gemm(true, false, Hl, C, N, 1.0f, sc.dfch.data(), Hl, a.ln2.data(), C, 1.0f, ps.grad(fc_w),
-          C);                                                            // dW(Hl,C) +=
-  be.gemm(false, false, N, C, Hl, 1.0f, sc.dfch.data(), Hl, ps.param(fc_w), C, 0.0f,
-          sc.dln.data(), C);                                             // dln2 partial
-  dc.allreduce_sum(grid.tp(), sc.dln.data(), size_t(N) * C);  // collective over TP
-  be.layernorm_backward(dres, ps.grad(ln2_w), ps.grad(ln2_b), sc.dln.data(), a.res2.data(),
-                        ps.param(ln2_w), a.ln2_mean.data(), a.ln2_rstd.data(), N, C);
-  // Attention backward. dres is now the gradient of res2 (= of the projection output).
-  be.bias_backward(ps.grad(proj_b), dres, N, C);
-  be.gemm(true, false, C, Cl, N, 1.0f, dres, C, a.atty.data(), Cl, 1.0f, ps.grad(proj_w), Cl);
-  be.gemm(false, false, N, Cl, C, 1.0f, dres, C, ps.param(proj_w), Cl, 0.0f, sc.datty.data(), Cl);
+void Block::backward(const LayerContext& cx, const float* x, const BlockActivations& a,
+                     BlockScratch& sc, float* dres) const {
+  Backend& be = cx.be;
+  const LayerShape& s = cx.shape;
+  const int N = s.N(), C = s.C;
+  // MLP. dres(B,T,C) is the gradient of out (reduce_from_tp backward: the identity); through
+  // the residual it is also the gradient of res2, to which ln2's backward adds.
+  be.bias_backward(cx.grad(fc_proj.bias), dres, N, C);
+  linear_backward(cx, fc_proj, a.fch_gelu.data(), dres, sc.dfch.data());  // dfch_gelu (B,T,Hl)
+  be.gelu_bias_backward(sc.dfch.data(), cx.grad(fc.bias), a.fch.data(), sc.dfch.data(), N,
+                        fc.out);                                          // dfch (B,T,Hl)
+  linear_backward(cx, fc, a.ln2.data(), sc.dfch.data(), sc.dln.data());   // dln2, this rank's
+  copy_to_tp_backward(cx, sc.dln.data(), size_t(N) * C);                  // dln2 (B,T,C)
+  layernorm_backward(cx, ln2, sc.dln.data(), a.res2.data(), a.ln2_mean.data(), a.ln2_rstd.data(),
+                     dres);
+  // Attention. dres is now the gradient of res2, the projection's output.
+  be.bias_backward(cx.grad(attn_proj.bias), dres, N, C);
+  linear_backward(cx, attn_proj, a.atty.data(), dres, sc.datty.data());   // datty (B,T,Cl)
   be.attention_backward(sc.dqkv.data(), sc.datt.data(), sc.datty.data(), a.qkv.data(),
-                        a.att.data(), s.B, s.T, s.NHl(), s.HS());
-  be.bias_backward(ps.grad(qkv_b), sc.dqkv.data(), N, 3 * Cl);
-  be.gemm(true, false, 3 * Cl, C, N, 1.0f, sc.dqkv.data(), 3 * Cl, a.ln1.data(), C, 1.0f,
-          ps.grad(qkv_w), C);
-  be.gemm(false, false, N, C, 3 * Cl, 1.0f, sc.dqkv.data(), 3 * Cl, ps.param(qkv_w), C, 0.0f,
-          sc.dln.data(), C);                                             // dln1 partial
-  dc.allreduce_sum(grid.tp(), sc.dln.data(), size_t(N) * C);  // collective over TP
+                        a.att.data(), s.B, s.T, s.NHl(), s.HS());         // dqkv (B,T,3Cl)
+  be.bias_backward(cx.grad(qkv.bias), sc.dqkv.data(), N, qkv.out);
+  linear_backward(cx, qkv, a.ln1.data(), sc.dqkv.data(), sc.dln.data());  // dln1, this rank's
+  copy_to_tp_backward(cx, sc.dln.data(), size_t(N) * C);                  // dln1 (B,T,C)
   // dres becomes the gradient of x: the residual path plus ln1's backward.
-  be.layernorm_backward(dres, ps.grad(ln1_w), ps.grad(ln1_b), sc.dln.data(), x, ps.param(ln1_w),
-                        a.ln1_mean.data(), a.ln1_rstd.data(), N, C);
+  layernorm_backward(cx, ln1, sc.dln.data(), x, a.ln1_mean.data(), a.ln1_rstd.data(), dres);
 }
 
 // ------------------------------------------------------------------ head
 
-void Head::register_params(ParamBuilder& pb, const LayerShape& s, size_t shared_wte) {
-  lnf_w = pb.replicated("ln_f.weight", {s.C}, InitKind::ones, 0, false);
-  lnf_b = pb.replicated("ln_f.bias", {s.C}, InitKind::zeros, 0, false);
-  wte = shared_wte;
-}
+Head::Head(const ParamSet& ps)
+    : ln_f(Norm::bind(ps, Module::final_norm)),
+      lm_head(Linear::bind(ps, Module::token_embedding)) {}
 
-Head::Work::Work(Backend& be, const LayerShape& s)
-    : lnf(be, size_t(s.N()) * s.C), lnf_mean(be, s.N()), lnf_rstd(be, s.N()),
-      logits(be, size_t(s.N()) * s.Vl()), row_max(be, s.N()), stats(be, 2 * size_t(s.N())),
-      losses(be, s.N()) {}
-
-size_t Head::Work::elements() const {
-  return total_size({&lnf, &lnf_mean, &lnf_rstd, &logits, &row_max, &stats, &losses});
-}
-
-double Head::forward_backward(Backend& be, DeviceCollectives& dc, const Grid& grid, ParamSet& ps,
-                              const LayerShape& s, const float* x, const int32_t* targets,
-                              float loss_scale, bool backward, Work& w, float* dx) {
-  const int N = s.N(), C = s.C, Vl = s.Vl(), V = s.vocab_owned(), v0 = s.vocab_start();
-  be.layernorm_forward(w.lnf.data(), w.lnf_mean.data(), w.lnf_rstd.data(), x, ps.param(lnf_w),
-                       ps.param(lnf_b), N, C);
-  // logits(B,T,Vl) = lnf @ wte_shard^T: this rank's vocabulary columns only.
-  be.gemm(false, true, N, Vl, C, 1.0f, w.lnf.data(), C, ps.param(wte), C, 0.0f, w.logits.data(),
-          Vl);
-  // Cross-entropy without gathering the logits: global max, then global sum of exp and the
-  // target's logit (one all-reduce for both).
+double Head::forward(const LayerContext& cx, const float* x, const int32_t* targets,
+                     Work& w) const {
+  Backend& be = cx.be;
+  const LayerShape& s = cx.shape;
+  const int N = s.N(), Vl = s.Vl(), V = s.vocab_owned();
+  layernorm_forward(cx, ln_f, x, w.lnf.data(), w.lnf_mean.data(), w.lnf_rstd.data());  // (B,T,C)
+  // lnf is the same on every TP rank; it enters the column-parallel LM head (copy_to_tp: the
+  // identity forward). logits(B,T,Vl): this rank's vocabulary columns only.
+  linear_forward(cx, lm_head, w.lnf.data(), w.logits.data());
+  // Cross-entropy without gathering the logits: the global row maximum, then the global sum of
+  // exponentials and the target's logit (one all-reduce for both).
   float* sumexp = w.stats.data();
   float* target_logit = w.stats.data() + N;
   be.ce_row_max(w.row_max.data(), w.logits.data(), N, V, Vl);
-  dc.allreduce_max(grid.tp(), w.row_max.data(), N);  // collective over TP
+  cx.dc.allreduce_max(cx.tp, w.row_max.data(), N);  // collective over TP
   be.ce_row_sumexp(sumexp, w.logits.data(), w.row_max.data(), N, V, Vl);
-  be.ce_target_logit(target_logit, w.logits.data(), targets, v0, N, V, Vl);
-  dc.allreduce_sum(grid.tp(), w.stats.data(), 2 * size_t(N));  // collective over TP
+  be.ce_target_logit(target_logit, w.logits.data(), targets, s.vocab_start(), N, V, Vl);
+  cx.dc.allreduce_sum(cx.tp, w.stats.data(), 2 * size_t(N));  // collective over TP
   be.ce_losses(w.losses.data(), w.row_max.data(), sumexp, target_logit, N);
-  const double loss_sum = be.sum(w.losses.data(), N);
-  if (!backward) return loss_sum;
+  return be.sum(w.losses.data(), N);
+}
 
+void Head::backward(const LayerContext& cx, const float* x, const int32_t* targets,
+                    float loss_scale, Work& w, float* dx) const {
+  Backend& be = cx.be;
+  const LayerShape& s = cx.shape;
+  const int N = s.N(), C = s.C;
   float* dlogits = w.logits.data();  // in place
-  be.ce_backward(dlogits, w.logits.data(), w.row_max.data(), sumexp, targets, v0, N, V, Vl,
-                 loss_scale);
-  be.gemm(true, false, Vl, C, N, 1.0f, dlogits, Vl, w.lnf.data(), C, 1.0f, ps.grad(wte), C);
-  be.gemm(false, false, N, C, Vl, 1.0f, dlogits, Vl, ps.param(wte), C, 0.0f, dx, C);
-  dc.allreduce_sum(grid.tp(), dx, size_t(N) * C);  // collective over TP: dlnf partial
-  // dx currently holds dlnf; LayerNorm backward accumulates, so move it aside first.
+  be.ce_backward(dlogits, w.logits.data(), w.row_max.data(), w.stats.data(), targets,
+                 s.vocab_start(), N, s.vocab_owned(), s.Vl(), loss_scale);
+  linear_backward(cx, lm_head, w.lnf.data(), dlogits, dx);  // dwte +=; dlnf, this rank's
+  copy_to_tp_backward(cx, dx, size_t(N) * C);               // dlnf (B,T,C)
+  // dx holds dlnf; LayerNorm backward accumulates into its output, so move dlnf aside first.
   be.copy(w.lnf.data(), dx, size_t(N) * C);
   be.fill(dx, 0.0f, size_t(N) * C);
-  be.layernorm_backward(dx, ps.grad(lnf_w), ps.grad(lnf_b), w.lnf.data(), x, ps.param(lnf_w),
-                        w.lnf_mean.data(), w.lnf_rstd.data(), N, C);
-  return loss_sum;
+  layernorm_backward(cx, ln_f, w.lnf.data(), x, w.lnf_mean.data(), w.lnf_rstd.data(), dx);
 }
 
 }  // namespace mptrain

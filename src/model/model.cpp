@@ -1,4 +1,4 @@
-// One pipeline stage of GPT-2: registers this rank's parameter shards in a fixed order
+// One pipeline stage of GPT-2: registers this rank's parameter shards in the catalogue's order
 // (embeddings, blocks, final LayerNorm — so gradients become final from the top of the flat
 // buffer down during backward, which the DP buckets rely on), allocates the activations of
 // the micro-batches in flight, and runs forward, loss and backward over its layers.
@@ -12,39 +12,27 @@ Model::Model(Backend& backend, const Grid& grid, const ModelConfig& config, int 
              int slots, uint64_t seed)
     : be_(backend), grid_(grid), collectives_(backend) {
   MPT_CHECK(config.vocab_size > 0, "Model needs a resolved vocab_size");
-  shape_.B = micro_batch;
-  shape_.T = config.seq_len;
-  shape_.C = config.n_embd;
-  shape_.n_head = config.n_head;
-  shape_.vocab = config.vocab_size;
-  shape_.tp = grid.layout().tp;
-  shape_.tp_rank = grid.tp_rank();
-  const int per_stage = config.n_layer / grid.layout().pp;
-  first_layer_ = grid.pp_rank() * per_stage;
+  const Layout& layout = grid.layout();
+  shape_ = layer_shape(config, micro_batch, layout.tp, grid.tp_rank());
+  const StageLayers layers = stage_layers(config, layout.pp, grid.pp_rank());
+  first_layer_ = layers.first;
 
-  ParamBuilder pb(params_, shape_, grid.dp_rank() == 0);
-  if (grid.first_stage()) {
-    embedding_ = std::make_unique<Embedding>();
-    embedding_->register_params(pb, shape_);
-    wte_ = embedding_->wte;
-  } else if (grid.last_stage()) {
-    // The last stage's copy of the tied embedding: same global tensor, written by stage 0.
-    wte_ = pb.vocab_sharded("wte", shape_.C, 0.02f, false, false);
-  }
-  blocks_.resize(per_stage);
-  for (int l = 0; l < per_stage; ++l)
-    blocks_[l].register_params(pb, shape_, first_layer_ + l, config.n_layer);
-  if (grid.last_stage()) {
-    head_ = std::make_unique<Head>();
-    head_->register_params(pb, shape_, wte_);
-  }
+  // This stage's tensors, in catalogue order (the flat buffer's layout), then the layers bound
+  // to them.
+  const RankPlace place{layout.tp, grid.tp_rank(), grid.dp_rank() == 0, grid.pp_rank()};
+  for (const TensorDesc& t : stage_tensors(config, layout.pp, grid.pp_rank()))
+    params_.add(t, place);
+  if (grid.first_stage()) embedding_ = std::make_unique<Embedding>(params_);
+  blocks_.reserve(layers.count);
+  for (int l = 0; l < layers.count; ++l) blocks_.emplace_back(params_, first_layer_ + l);
+  if (grid.last_stage()) head_ = std::make_unique<Head>(params_);
   params_.allocate(be_, static_cast<size_t>(grid.layout().dp));
   params_.initialize(seed);
 
   acts_.resize(slots);
   for (int s = 0; s < slots; ++s) {
-    acts_[s].reserve(per_stage);
-    for (int l = 0; l < per_stage; ++l) acts_[s].emplace_back(be_, shape_);
+    acts_[s].reserve(layers.count);
+    for (int l = 0; l < layers.count; ++l) acts_[s].emplace_back(be_, shape_);
     input_.emplace_back(be_, activation_size());
     tokens_.emplace_back(be_, size_t(shape_.N()));
     targets_.emplace_back(be_, size_t(shape_.N()));
@@ -78,22 +66,28 @@ const float* Model::stage_output(int slot) const {
   return blocks_.empty() ? input_[slot].data() : acts_[slot].back().out.data();
 }
 
+LayerContext Model::context() {
+  return LayerContext{be_, params_, collectives_, grid_.tp(), shape_};
+}
+
 void Model::forward(int slot) {
-  if (embedding_)
-    embedding_->forward(be_, collectives_, grid_, params_, shape_, tokens_[slot].data(),
-                        input_[slot].data());  // collective over TP
+  const LayerContext cx = context();
+  if (embedding_) embedding_->forward(cx, tokens_[slot].data(), input_[slot].data());  // TP
   const float* x = input_[slot].data();
   for (size_t l = 0; l < blocks_.size(); ++l) {
-    blocks_[l].forward(be_, collectives_, grid_, params_, shape_, x, acts_[slot][l]);  // TP
+    blocks_[l].forward(cx, x, acts_[slot][l]);  // collective over TP
     x = acts_[slot][l].out.data();
   }
 }
 
 double Model::loss(int slot, float loss_scale, bool backward) {
   MPT_CHECK(head_ != nullptr, "loss() on a stage without the head");
-  return head_->forward_backward(be_, collectives_, grid_, params_, shape_, stage_output(slot),
-                                 targets_[slot].data(), loss_scale, backward, *head_work_,
-                                 dres_.data());  // collective over TP
+  const LayerContext cx = context();
+  const float* x = stage_output(slot);
+  const double sum = head_->forward(cx, x, targets_[slot].data(), *head_work_);  // TP
+  if (backward)
+    head_->backward(cx, x, targets_[slot].data(), loss_scale, *head_work_, dres_.data());  // TP
+  return sum;
 }
 
 std::vector<float> Model::logits_row(int position) const {
@@ -104,15 +98,15 @@ std::vector<float> Model::logits_row(int position) const {
 }
 
 void Model::backward(int slot, const std::function<void(size_t)>& grads_ready) {
-  if (head_) grads_ready(params_.infos()[head_->lnf_w].offset);
+  const LayerContext cx = context();
+  if (head_) grads_ready(params_.infos()[head_->ln_f.weight].offset);
   for (int l = static_cast<int>(blocks_.size()) - 1; l >= 0; --l) {
     const float* x = l == 0 ? input_[slot].data() : acts_[slot][l - 1].out.data();
-    blocks_[l].backward(be_, collectives_, grid_, params_, shape_, x, acts_[slot][l], *scratch_,
-                        dres_.data());  // collective over TP
-    grads_ready(params_.infos()[blocks_[l].ln1_w].offset);
+    blocks_[l].backward(cx, x, acts_[slot][l], *scratch_, dres_.data());  // collective over TP
+    grads_ready(params_.infos()[blocks_[l].ln1.weight].offset);
   }
   if (embedding_) {
-    embedding_->backward(be_, params_, shape_, tokens_[slot].data(), dres_.data());
+    embedding_->backward(cx, tokens_[slot].data(), dres_.data());
     grads_ready(0);
   }
 }

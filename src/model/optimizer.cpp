@@ -80,7 +80,7 @@ void Optimizer::reduce_tied_embedding() {
   const Comm& embed = grid_.embed();
   if (embed.null() || embed.size() == 1) return;
   for (size_t i = 0; i < params_.infos().size(); ++i)
-    if (params_.infos()[i].spec.name == "wte")
+    if (params_.infos()[i].tensor.tied)
       collectives_.allreduce_sum(embed, params_.grad(i), params_.infos()[i].size());  // collective
 }
 
@@ -138,7 +138,7 @@ StepReport Optimizer::step(long step_index, long total_steps) {
     for (const ParamInfo& p : params_.infos()) {
       const size_t a = std::max(lo, p.offset), b = std::min(hi, p.offset + p.size());
       if (a >= b) continue;
-      const float wd = (p.weight_decay || config_.decay_all) ? float(config_.weight_decay) : 0.0f;
+      const float wd = (p.tensor.decay || config_.decay_all) ? float(config_.weight_decay) : 0.0f;
       be_.adamw_step(params_.params().data() + a, grads + (a - base), m_.data() + (a - lo),
                      v_.data() + (a - lo), b - a, float(report.lr), float(config_.beta1),
                      float(config_.beta2), float(config_.eps), wd, adam_step_, clip_scale,

@@ -259,10 +259,7 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
   // Copies: the run is released before the profiled pass, and these outlive it.
   const Deck d = run->deck;
   const Layout L = run->grid.layout();
-  const LayerShape shape = run->model->shape();
   const int micro_batches = run->schedule->micro_batches();
-  const int local_layers = run->model->local_layers();
-  const bool last = run->grid.last_stage();
   const int pp_rank = run->grid.pp_rank();
   const int threads = run->backend->threads();
   const long G = d.train.global_batch, T = d.model.seq_len;
@@ -302,7 +299,8 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
   // ---- the headline timing, interleaved with the SGEMM ceiling: `rounds` rounds of (one
   // ceiling trial on every shape, then steps/rounds training steps), so that both see the same
   // machine (on a shared node the load drifts); the ceiling is the median trial per shape.
-  const std::vector<GemmShape> shapes = step_gemm_shapes(shape, local_layers, last, micro_batches);
+  const std::vector<GemmShape> shapes =
+      step_gemm_shapes(d.model, L, pp_rank, d.parallel.micro_batch, G);
   const int rounds = int(std::min<long>(opt.gemm_trials, opt.steps));
   std::vector<std::vector<double>> trials(shapes.size());
   for (long i = 0; i < opt.warmup; ++i) train_step(*run, total_steps);

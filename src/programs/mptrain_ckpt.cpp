@@ -42,6 +42,7 @@
 #include "mptrain/parallel/comm.hpp"
 #include "mptrain/io/deck.hpp"
 #include "mptrain/core/error.hpp"
+#include "mptrain/model/catalogue.hpp"
 #include "mptrain/train/generate.hpp"
 
 namespace {
@@ -219,10 +220,7 @@ int run_verify(const std::vector<std::string>& args) {
         if (t.path == "/model/wte" && !t.shape.empty()) model.vocab_size = static_cast<int>(t.shape[0]);
       }
     }
-    for (const auto& [name, shape] :
-         gpt2_tensor_shapes(model.n_layer, model.n_embd, model.seq_len, model.vocab_size)) {
-      expected[name] = shape;
-    }
+    for (const TensorDesc& t : gpt2_tensors(model)) expected[t.name] = t.shape;
     have_expected = true;
   } catch (const InputError& e) {
     problems.push_back(std::string("cannot check names and shapes: ") + e.what());

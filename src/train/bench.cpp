@@ -1,5 +1,5 @@
-// The benchmark's library half: the timing decorator, the step's GEMM shapes, the GEMM rate
-// measurement and the analytic counts. See include/mptrain/train/bench.hpp.
+// The benchmark's library half: the timing decorator and the GEMM rate measurement. See
+// include/mptrain/train/bench.hpp.
 #include "mptrain/train/bench.hpp"
 
 #include <algorithm>
@@ -7,7 +7,6 @@
 #include <cmath>
 
 #include "mptrain/core/error.hpp"
-#include "mptrain/train/traffic.hpp"
 
 namespace mptrain {
 
@@ -249,42 +248,7 @@ double TimingBackend::sum(const float* x, size_t n) {
   return r;
 }
 
-// ------------------------------------------------------------------ the step's products
-
-std::vector<GemmShape> step_gemm_shapes(const LayerShape& s, int local_layers, bool last_stage,
-                                        int micro_batches) {
-  const int N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl(), Vl = s.Vl();
-  const long blocks = long(local_layers) * micro_batches;
-  std::vector<GemmShape> out;
-  // (label, trans_a, trans_b, m, n, k, beta, count): exactly the calls of src/model/layers.cpp.
-  auto linear = [&](const std::string& name, int in, int outf, long count) {
-    if (count == 0) return;
-    out.push_back({name + ".fwd", false, true, N, outf, in, 0.0f, count});   // y = x W^T
-    out.push_back({name + ".dW", true, false, outf, in, N, 1.0f, count});    // dW += dy^T x
-    out.push_back({name + ".dX", false, false, N, in, outf, 0.0f, count});   // dx = dy W
-  };
-  linear("qkv", C, 3 * Cl, blocks);
-  linear("attn.proj", Cl, C, blocks);
-  linear("fc", C, Hl, blocks);
-  linear("fc.proj", Hl, C, blocks);
-  if (last_stage) linear("lm_head", C, Vl, micro_batches);
-  // Products of the same shape (e.g. attn.proj and lm_head when Vl = C) are one entry.
-  std::vector<GemmShape> merged;
-  for (const GemmShape& g : out) {
-    auto same = [&](const GemmShape& h) {
-      return h.trans_a == g.trans_a && h.trans_b == g.trans_b && h.m == g.m && h.n == g.n &&
-             h.k == g.k && h.beta == g.beta;
-    };
-    auto it = std::find_if(merged.begin(), merged.end(), same);
-    if (it == merged.end()) {
-      merged.push_back(g);
-    } else {
-      it->label += "+" + g.label;
-      it->count += g.count;
-    }
-  }
-  return merged;
-}
+// ------------------------------------------------------------------ the GEMM ceiling
 
 std::vector<double> measure_gemm_seconds(Backend& be, const std::vector<GemmShape>& shapes,
                                          double min_seconds, int trials) {
@@ -332,51 +296,6 @@ std::vector<double> measure_gemm_seconds(Backend& be, const std::vector<GemmShap
   be.release(b);
   be.release(c);
   return seconds;
-}
-
-// ------------------------------------------------------------------ analytic counts
-
-int64_t model_parameters(const ModelConfig& m) {
-  const int64_t C = m.n_embd, L = m.n_layer, V = m.vocab_size, T = m.seq_len;
-  // Per block: ln_1, ln_2 (2C each), c_attn (3C^2 + 3C), attn c_proj (C^2 + C),
-  // c_fc (4C^2 + 4C), mlp c_proj (4C^2 + C) = 12C^2 + 13C.
-  return V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C;
-}
-
-double step_flops(const ModelConfig& m, long global_batch) {
-  const double tokens = double(global_batch) * m.seq_len;
-  return tokens * (6.0 * double(model_parameters(m)) +
-                   6.0 * m.n_layer * double(m.n_embd) * m.seq_len);
-}
-
-MemoryCount analytic_memory(const ModelConfig& model, const Layout& L, int pp_rank,
-                            int micro_batch, long global_batch, int zero) {
-  LayerShape s;  // what every rank of the stage holds (the same for each TP rank)
-  s.B = micro_batch, s.T = model.seq_len, s.C = model.n_embd, s.n_head = model.n_head;
-  s.vocab = model.vocab_size, s.tp = L.tp;
-  const bool last = pp_rank == L.pp - 1;
-  const int local_layers = model.n_layer / L.pp;
-  const int slots = int(std::min<long>(global_batch / (long(L.dp) * micro_batch), L.pp));
-  const double f = sizeof(float);
-  const double N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl(), Vl = s.Vl(), T = s.T;
-  const double att = double(s.B) * s.NHl() * T * T;
-  MemoryCount m;
-  const double P = double(stage_parameter_elements(model, L, pp_rank));
-  m.params = P * f;
-  m.grads = (P + (zero ? P / L.dp : 0.0)) * f;
-  m.optimizer = 2 * (zero ? P / L.dp : P) * f;
-  // BlockActivations per slot and block: ln1 + mean/rstd, qkv, att, atty, res2, ln2 +
-  // mean/rstd, fch (the pre-activation), fch_gelu, out.
-  const double acts = N * C + 2 * N + 3 * N * Cl + att + N * Cl + N * C + N * C + 2 * N +
-                      2 * N * Hl + N * C;
-  double a = slots * (local_layers * acts + N * C);  // + the stage input per slot
-  // BlockScratch: dqkv, datt, datty, dfch, dln; the gradient of the stage output (dres).
-  a += 3 * N * Cl + att + N * Cl + N * Hl + N * C + N * C;
-  // Head::Work: lnf + mean/rstd, logits, row_max, stats (2N), losses.
-  if (last) a += N * C + 2 * N + N * Vl + N + 2 * N + N;
-  m.activations = a * f;
-  m.buffers = slots * 2 * N * sizeof(int32_t);  // token ids and targets
-  return m;
 }
 
 }  // namespace mptrain

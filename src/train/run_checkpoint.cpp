@@ -166,8 +166,9 @@ void Run::init_model(const std::string& path) {
   std::vector<TensorIO> views = tensor_views(ps, params);
   // Blocks are global coordinates: with the stored row count, the same blocks select the
   // first seq_len rows of the stored wpe.
-  for (TensorIO& v : views)
-    if (v.spec.name == "wpe") v.spec.global_shape[0] = stored_positions;
+  for (size_t i = 0; i < views.size(); ++i)
+    if (ps.infos()[i].tensor.module == Module::position_embedding)
+      views[i].spec.global_shape[0] = stored_positions;
   try {
     read_checkpoint_tensors(grid.world(), path, {views, {}, {}});  // collective
   } catch (const CheckpointError& e) {

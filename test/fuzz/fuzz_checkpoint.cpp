@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "mptrain/io/checkpoint.hpp"
+#include "mptrain/model/catalogue.hpp"
 #include "mptrain/parallel/comm.hpp"
 #include "mptrain/io/deck.hpp"
 #include "mptrain/core/error.hpp"

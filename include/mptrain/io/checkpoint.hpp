@@ -14,7 +14,7 @@
 #include "mptrain/parallel/comm.hpp"
 #include "mptrain/io/deck.hpp"
 #include "mptrain/core/error.hpp"
-#include "mptrain/backend/tensor.hpp"
+#include "mptrain/core/shard.hpp"
 
 namespace mptrain {
 
@@ -66,7 +66,8 @@ struct TensorIO {
 };
 
 // The three groups a training checkpoint holds. Each is a list of this rank's tensors; the
-// same global tensor may appear on several ranks (only writers write it).
+// same global tensor may appear on several ranks (only writers write it). A GPT-2 checkpoint
+// holds the model catalogue's tensors in each (model/catalogue.hpp: gpt2_tensors).
 struct CheckpointTensors {
   std::span<const TensorIO> model;   // /model/<name>
   std::span<const TensorIO> adam_m;  // /optim/m/<name>
@@ -92,17 +93,6 @@ void read_checkpoint_tensors(const Comm& comm, const std::string& path,
 // versions.)
 void check_checkpoint_model(const std::string& path, const CheckpointMeta& meta,
                             const ModelConfig& model);
-
-// The tensors of a GPT-2 model as stored under /model (and, identically, /optim/m and
-// /optim/v), in model order: wte [V,C], wpe [T,C], per layer h.{i}.ln_1.{weight,bias} [C],
-// attn.c_attn.{weight [3C,C], bias [3C]}, attn.c_proj.{weight [C,C], bias [C]}, ln_2.*,
-// mlp.c_fc.{weight [4C,C], bias [4C]}, mlp.c_proj.{weight [C,4C], bias [C]}; then ln_f.*.
-// The model must produce exactly these names and shapes; mptrain-ckpt verify checks files
-// against it.
-std::vector<std::pair<std::string, std::vector<int64_t>>> gpt2_tensor_shapes(int n_layer,
-                                                                             int n_embd,
-                                                                             int seq_len,
-                                                                             int vocab_size);
 
 // The checkpoint directory: naming, atomic saves, `latest`, pruning, and the restart search.
 class CheckpointDir {

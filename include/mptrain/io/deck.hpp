@@ -2,22 +2,17 @@
 // [device], read with Boost.Program_options, every key overridable on the command line as
 // --section.key=value. Every value is validated; unknown keys, bad values and unreadable files
 // throw InputError naming the file, the key and what is allowed. The resolved deck (every key,
-// defaults included) is printed at start and stored in every checkpoint.
+// defaults included) is printed at start and stored in every checkpoint. The configs of the
+// model and the optimizer live with them (model/config.hpp); the deck fills them.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace mptrain {
+#include "mptrain/model/config.hpp"
 
-struct ModelConfig {
-  int n_layer = 2;
-  int n_head = 4;
-  int n_embd = 128;
-  int seq_len = 64;
-  int vocab_size = 0;  // 0 = from the training dataset
-};
+namespace mptrain {
 
 struct ParallelConfig {
   int tp = 1;
@@ -32,20 +27,6 @@ struct TrainConfig {
   long steps = 100;
   uint64_t seed = 1234;
   long max_bad_steps = 5;  // consecutive non-finite steps tolerated before stopping
-};
-
-struct OptimConfig {
-  double lr = 3e-4;
-  double min_lr = 0.0;
-  long warmup_steps = 0;
-  std::string schedule = "cosine";  // constant, cosine, linear
-  double beta1 = 0.9;
-  double beta2 = 0.95;
-  double eps = 1e-8;
-  double weight_decay = 0.1;
-  bool decay_all = false;  // also decay biases, LayerNorm parameters and embeddings
-  double grad_clip = 1.0;  // 0 = off
-  int zero = 0;            // 0, 1
 };
 
 struct DataConfig {

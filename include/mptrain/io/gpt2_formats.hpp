@@ -1,6 +1,7 @@
 // GPT-2 weights in the formats other tools use, converted to and from mptrain's own tensor set
-// (the checkpoint schema of doc/DESIGN.md §4: the names and [out, in] shapes of gpt2_tensor_shapes(),
-// float32, wpe with n_positions rows, wte with the unpadded vocabulary):
+// (the checkpoint schema of doc/DESIGN.md §4: the names and [out, in] shapes of the model catalogue,
+// gpt2_tensors() in model/catalogue.hpp, float32, wpe with n_positions rows, wte with the
+// unpadded vocabulary):
 //   * a Hugging Face GPT-2 directory: config.json + model.safetensors. Keys are read with or
 //     without the "transformer." prefix; the attention-mask buffers (attn.bias,
 //     attn.masked_bias) are ignored; Conv1D weights are stored [in, out] and transposed;
@@ -40,8 +41,8 @@ struct NamedTensor {
   std::vector<float> values;   // row-major
 };
 
-// A model in the checkpoint schema: exactly the tensors of gpt2_tensor_shapes(n_layer,
-// n_embd, n_positions, vocab_size), in that order.
+// A model in the checkpoint schema: exactly the tensors of the model catalogue (gpt2_tensors)
+// for this config (seq_len = n_positions), in that order.
 struct Gpt2Model {
   Gpt2Config config;
   std::vector<NamedTensor> tensors;

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "mptrain/backend/backend.hpp"
-#include "mptrain/io/deck.hpp"
 #include "mptrain/parallel/grid.hpp"
+#include "mptrain/model/config.hpp"
 #include "mptrain/model/layers.hpp"
 
 namespace mptrain {
@@ -59,6 +59,7 @@ class Model {
   void backward(int slot, const std::function<void(size_t)>& grads_ready);
 
  private:
+  LayerContext context();  // what the layers' calls need
   Backend& be_;
   const Grid& grid_;
   LayerShape shape_;
@@ -68,7 +69,6 @@ class Model {
   std::unique_ptr<Embedding> embedding_;  // first stage only
   std::vector<Block> blocks_;
   std::unique_ptr<Head> head_;            // last stage only
-  size_t wte_ = 0;
   std::vector<std::vector<BlockActivations>> acts_;  // [slot][local layer]
   std::vector<Buffer> input_;                        // [slot] (B,T,C)
   std::vector<IntBuffer> tokens_, targets_;          // [slot] (B,T)

@@ -10,9 +10,11 @@
 #include <vector>
 
 #include "mptrain/backend/backend.hpp"
-#include "mptrain/io/deck.hpp"
+#include "mptrain/backend/tensor.hpp"
+#include "mptrain/model/config.hpp"
+#include "mptrain/model/params.hpp"
+#include "mptrain/parallel/device_collectives.hpp"
 #include "mptrain/parallel/grid.hpp"
-#include "mptrain/model/layers.hpp"
 
 namespace mptrain {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "mptrain/parallel/grid.hpp"
-#include "mptrain/model/layers.hpp"
+#include "mptrain/parallel/device_collectives.hpp"
 #include "mptrain/model/model.hpp"
 #include "mptrain/model/optimizer.hpp"
 

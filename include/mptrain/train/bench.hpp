@@ -1,8 +1,8 @@
 // The pieces of the benchmark (mptrain-bench) that are worth a library home: a timing
-// decorator around any Backend, the list of matrix products one training step makes, the
-// measurement of the backend's own GEMM rate on those shapes (the ceiling the step is compared
-// with), and the analytic counts (parameters, FLOPs, memory) the measurements are checked
-// against. doc/DESIGN.md §6: the figure of merit on CPU is the step's achieved FLOP/s as a fraction of
+// decorator around any Backend and the measurement of the backend's own GEMM rate on the
+// step's matrix shapes (the ceiling the step is compared with). The analytic counts the
+// measurements are checked against (parameters, FLOPs, GEMM shapes, memory) are the model's
+// (model/analytic.hpp). doc/DESIGN.md §6: the figure of merit on CPU is the step's achieved FLOP/s as a fraction of
 // the SGEMM rate on the model's own shapes, measured in the same process.
 #pragma once
 
@@ -17,9 +17,7 @@
 #include <vector>
 
 #include "mptrain/backend/backend.hpp"
-#include "mptrain/io/deck.hpp"
-#include "mptrain/parallel/grid.hpp"
-#include "mptrain/model/layers.hpp"
+#include "mptrain/model/analytic.hpp"
 
 namespace mptrain {
 
@@ -140,49 +138,10 @@ class TimingBackend final : public Backend {
   long allocations_ = 0;
 };
 
-// One kind of matrix product of a training step: C(m,n) = op(A)(m,k) op(B)(k,n), as the
-// layers call Backend::gemm, `count` times per step on this rank.
-struct GemmShape {
-  std::string label;  // e.g. "qkv.fwd", "fc.dW"
-  bool trans_a = false, trans_b = false;
-  int m = 0, n = 0, k = 0;
-  float beta = 0;
-  long count = 0;
-  double flops() const { return 2.0 * m * n * k; }
-};
-
-// The products of one training step on this rank: forward and both backward products of QKV,
-// the attention projection, fc, the MLP projection (per local block and micro-batch) and the
-// LM head (last stage, per micro-batch), in the orientation src/model/layers.cpp uses. Attention's
-// own products (q k^T, att v) are not in the list.
-std::vector<GemmShape> step_gemm_shapes(const LayerShape& s, int local_layers, bool last_stage,
-                                        int micro_batches);
-
 // Times backend.gemm on each shape (operands allocated with the backend, filled with small
 // values; synchronized) and returns the seconds per call, the median over `trials` trials of
 // at least `min_seconds` each. Not collective.
 std::vector<double> measure_gemm_seconds(Backend& backend, const std::vector<GemmShape>& shapes,
                                          double min_seconds, int trials);
-
-// Parameters of the whole model (global, unpadded, the tied embedding counted once).
-int64_t model_parameters(const ModelConfig& m);
-// FLOPs of one step: tokens * (6 N + 6 n_layer n_embd seq_len), tokens = global_batch * seq_len.
-double step_flops(const ModelConfig& m, long global_batch);
-
-// Backend memory of one rank by what it holds, in bytes.
-struct MemoryCount {
-  double params = 0;       // the flat parameter buffer (16-float tensors, padded to dp)
-  double grads = 0;        // the flat gradient buffer and, under ZeRO-1, the reduced shard
-  double optimizer = 0;    // AdamW's m and v (this rank's 1/dp shard under ZeRO-1)
-  double activations = 0;  // the blocks' saved activations of the micro-batches in flight,
-                           // the stage inputs, the backward scratch, the head's work and the
-                           // stage gradient
-  double buffers = 0;      // token ids and targets of the micro-batches in flight
-  double total() const { return params + grads + optimizer + activations + buffers; }
-};
-// What stage `pp_rank` must hold, from the model, the layout and the batch alone (what
-// src/model/layers.cpp, src/model/model.cpp and src/model/optimizer.cpp allocate, derived from the shapes).
-MemoryCount analytic_memory(const ModelConfig& model, const Layout& layout, int pp_rank,
-                            int micro_batch, long global_batch, int zero);
 
 }  // namespace mptrain

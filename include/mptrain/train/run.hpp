@@ -16,7 +16,7 @@
 #include "mptrain/parallel/grid.hpp"
 #include "mptrain/model/model.hpp"
 #include "mptrain/model/optimizer.hpp"
-#include "mptrain/train/traffic.hpp"
+#include "mptrain/model/analytic.hpp"
 #include "mptrain/train/test_hooks.hpp"
 #include "mptrain/parallel/pipeline.hpp"
 
@@ -68,7 +68,7 @@ struct Run {
 };
 
 // What the algorithm must send per training step from this rank, per axis: step_traffic()
-// (traffic.hpp) for this rank's deck and place in the grid. Not collective.
+// (model/analytic.hpp) for this rank's deck and place in the grid. Not collective.
 StepTraffic analytic_traffic(const Run& run);
 // Collective over the world: every rank compares `measured` (its counters over `steps_run`
 // training steps) with steps_run times its analytic payload; rank 0 prints the per-axis table
