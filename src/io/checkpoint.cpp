@@ -7,9 +7,9 @@
 // nothing). Parallel writes through a filter are only possible as collective I/O, which is why
 // even ranks with nothing to write join every transfer.
 //
-// Errors are agreed on: after each step that can fail, the ranks compare notes with one small
-// collective and, if any rank failed, all of them throw the same CheckpointError (the lowest
-// failing rank's message), so no rank is left waiting in a collective its peers abandoned.
+// Errors are agreed on: after each step that can fail, the ranks compare notes with Comm::agree
+// and, if any rank failed, all of them throw the same CheckpointError (the lowest failing
+// rank's message), so no rank is left waiting in a collective its peers abandoned.
 // CheckpointDir (src/io/checkpoint_dir.cpp) adds the atomic-save protocol on top.
 #include "mptrain/io/checkpoint.hpp"
 
@@ -512,13 +512,6 @@ h5::File open_for_reading(const Comm& comm, const std::string& path) {
 // ---------------------------------------------------------------- shared with checkpoint_dir.cpp
 
 namespace checkpoint_detail {
-
-void agree(const Comm& comm, const std::string& error) {
-  std::array<int, 1> first_failing{error.empty() ? comm.size() : comm.rank()};
-  comm.allreduce_min(first_failing);
-  if (first_failing[0] == comm.size()) return;
-  throw CheckpointError(comm.bcast_string(error, first_failing[0]));  // collective
-}
 
 uint64_t write_checkpoint(const Comm& comm, const std::string& path,
                           const CheckpointMeta& meta_in, const CheckpointTensors& tensors,

@@ -25,9 +25,11 @@ std::string attempt(const std::string& context, Step&& step) {
   }
 }
 
-// Collective: when any rank's `error` is non-empty, every rank throws CheckpointError with
-// the lowest failing rank's message. One all-reduce when nothing failed.
-void agree(const Comm& comm, const std::string& error);
+// Collective: Comm::agree for the checkpoint code: when any rank's `error` is non-empty,
+// every rank throws CheckpointError with the lowest failing rank's message.
+inline void agree(const Comm& comm, const std::string& error) {
+  agree_or_throw<CheckpointError>(comm, error);
+}
 
 // Collective: write_checkpoint_file, returning the bytes of tensor data written (the same on
 // every rank). With `kill_midway`, rank 0 raises SIGKILL after half of the tensors (the

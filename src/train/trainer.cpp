@@ -110,6 +110,14 @@ bool stop_on_signal(Run& run) {
   return true;
 }
 
+// Collective over the world: TokenDataset::load, with a failure on any rank (a file that only
+// some nodes see, an I/O error) made every rank's.
+TokenDataset load_dataset(const Comm& world, const std::string& path) {
+  TokenDataset data;
+  agree_on<InputError>(world, [&] { data = TokenDataset::load(world, path); });
+  return data;
+}
+
 void print_summary(Run& run, const CommCounters& measured, long steps_run, double seconds) {
   if (run.is_root())
     std::printf("run summary: %ld steps in %s on %s\n", steps_run,
@@ -126,8 +134,10 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
   auto run = std::make_unique<Run>(resolved, std::move(world), layout);  // collective
   Run& r = *run;
   r.hooks = options.hooks;
-  r.train_data = options.train_data ? *options.train_data
-                                     : TokenDataset::load(r.grid.world(), deck.data.train);  // collective
+  if (options.train_data)
+    r.train_data = *options.train_data;
+  else
+    r.train_data = load_dataset(r.grid.world(), deck.data.train);  // collective
   ModelConfig& mc = r.deck.model;
   if (mc.vocab_size == 0) mc.vocab_size = r.train_data.vocab_size();
   if (mc.vocab_size < r.train_data.vocab_size())
@@ -140,7 +150,7 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
                      " tokens, fewer than one global batch needs (global_batch * seq_len + 1 = " +
                      std::to_string(G * mc.seq_len + 1) + ")");
   if (!deck.data.val.empty()) {
-    r.val_data = TokenDataset::load(r.grid.world(), deck.data.val);  // collective
+    r.val_data = load_dataset(r.grid.world(), deck.data.val);  // collective
     if (r.val_data->vocab_size() > mc.vocab_size)
       throw InputError(deck.data.val + ": vocab_size " + std::to_string(r.val_data->vocab_size()) +
                        " exceeds the model's " + std::to_string(mc.vocab_size));
@@ -211,19 +221,11 @@ int train(const Deck& deck, Comm world, const TestHooks& hooks) {
   run.restart();  // collective
   const long G = d.train.global_batch, T = d.model.seq_len;
   std::unique_ptr<MetricsCsv> csv;
-  {
-    // Only rank 0 writes the CSV, but every rank must learn if it cannot.
-    int ok = 1;
-    std::string problem;
-    if (run.is_root() && !d.log.metrics.empty()) try {
-        csv = std::make_unique<MetricsCsv>(d.log.metrics, run.step);
-      } catch (const InputError& e) {
-        ok = 0;
-        problem = e.what();
-      }
-    run.grid.world().allreduce_min(std::span<int>(&ok, 1));  // collective over the world
-    if (!ok) throw InputError(run.grid.world().bcast_string(problem, 0));  // collective
-  }
+  // Only rank 0 writes the CSV, but every rank must learn if it cannot.
+  agree_on<InputError>(run.grid.world(), [&] {  // collective over the world
+    if (run.is_root() && !d.log.metrics.empty())
+      csv = std::make_unique<MetricsCsv>(d.log.metrics, run.step);
+  });
   if (d.checkpoint.save_initial && run.step == 0) run.save_checkpoint();  // collective
 
   const int rank = run.grid.world().rank();
