@@ -126,15 +126,6 @@ TokenDataset random_tokens(const Deck& deck) {
   return TokenDataset::from_tokens("random tokens", deck.model.vocab_size, std::move(tokens));
 }
 
-// One training step, as train() in src/train/trainer.cpp does it (without logging/checkpoints).
-void train_step(Run& run, long total_steps) {
-  double loss = run.schedule->train_batch(run.train_data, *run.sampler, *run.optimizer);
-  run.grid.world().allreduce_sum(std::span<double>(&loss, 1));  // collective over the world
-  run.optimizer->step(run.step, total_steps);                    // collective
-  run.sampler->advance();
-  ++run.step;
-}
-
 struct Stats {
   double median = 0, min = 0, max = 0, p25 = 0, p75 = 0;
 };
