@@ -1,21 +1,22 @@
 // mptrain: train a GPT-2 model from an input deck. Run with mpirun/srun on any number of
 // ranks, or as one process. Errors every rank sees (deck, data, layout, checkpoints) are
-// printed once by rank 0 and every rank exits with the same code (README: exit codes).
+// printed once by rank 0 and every rank exits with the same code (program.hpp, README: exit
+// codes).
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "mptrain/io/checkpoint.hpp"
-#include "mptrain/parallel/comm.hpp"
-#include "mptrain/io/deck.hpp"
 #include "mptrain/core/error.hpp"
+#include "mptrain/io/deck.hpp"
+#include "mptrain/parallel/comm.hpp"
 #include "mptrain/train/test_hooks.hpp"
 #include "mptrain/train/trainer.hpp"
-#include "mptrain/parallel/watchdog.hpp"
+#include "programs/program.hpp"
 
+namespace mptrain {
 namespace {
+
 void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: mptrain DECK [--section.key=value ...] [--test-hook=SPEC ...]\n"
@@ -31,54 +32,49 @@ void usage(std::FILE* out) {
                "    nan:S[:R]       a NaN in R's gradient of step S\n"
                "    kill-in-save:S  rank 0 dies (SIGKILL) half way through the step-S save\n");
 }
+
+// What the command line asks for: mptrain's own options, and the rest as deck overrides.
+struct Command {
+  std::string deck;                    // DECK
+  std::vector<std::string> overrides;  // --section.key=value (read_deck checks them)
+  TestHooks hooks;                     // --test-hook=SPEC
+};
+
+// The value of option `name` at args[i] ("--name=V", or "--name V", which consumes args[i+1]);
+// nothing when args[i] is another argument. Throws InputError when the value is missing.
+std::optional<std::string> option_value(const std::vector<std::string>& args, size_t& i,
+                                        const std::string& name, const char* what) {
+  const std::string& a = args[i];
+  if (a.rfind(name + "=", 0) == 0) return a.substr(name.size() + 1);
+  if (a != name) return std::nullopt;
+  if (i + 1 == args.size()) throw InputError(name + " needs a value: " + what);
+  return args[++i];
+}
+
+Command parse_command_line(const std::vector<std::string>& args) {
+  if (args.empty() || args[0].rfind("--", 0) == 0)
+    throw InputError("no deck file given (usage: mptrain DECK [--section.key=value ...])");
+  Command command;
+  command.deck = args[0];
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (auto spec = option_value(args, i, "--test-hook", test_hook_usage))
+      command.hooks.add(*spec);
+    else
+      command.overrides.push_back(args[i]);
+  }
+  return command;
+}
+
 }  // namespace
+}  // namespace mptrain
 
 int main(int argc, char** argv) {
-  const bool under_launcher = mptrain::started_by_launcher();  // before MPI_Init
-  mptrain::MpiSession mpi(&argc, &argv);
-  const int rank = mptrain::Comm::world().rank();
-  if (under_launcher) mptrain::start_launcher_watchdog(rank);
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) {
-    if (rank == 0) usage(stdout);
-    return mptrain::exit_ok;
-  }
-  int code = mptrain::exit_ok;
-  try {
-    if (args.empty() || args[0].rfind("--", 0) == 0)
-      throw mptrain::InputError("no deck file given (usage: mptrain DECK [--section.key=value ...])");
-    std::vector<std::string> overrides;
-    mptrain::TestHooks hooks;
-    for (size_t i = 1; i < args.size(); ++i) {
-      if (args[i].rfind("--test-hook=", 0) == 0) {
-        hooks.add(args[i].substr(12));
-      } else if (args[i] == "--test-hook") {
-        if (i + 1 == args.size())
-          throw mptrain::InputError(std::string("--test-hook needs a value: ") +
-                                    mptrain::test_hook_usage);
-        hooks.add(args[++i]);
-      } else {
-        overrides.push_back(args[i]);
-      }
-    }
-    const mptrain::Deck deck = mptrain::read_deck(args[0], overrides);
-    code = mptrain::train(deck, mptrain::Comm::world(), hooks);  // collective
-  } catch (const mptrain::CheckpointWriteError& e) {
-    // Every rank got this error (the save agrees on failures). HDF5 may still hold the broken
-    // file and crash when MPI_Finalize makes it close it, so end here with the right code.
-    if (rank == 0) std::fprintf(stderr, "mptrain: error: %s\n", e.what());
-    std::fflush(stdout);
-    std::fflush(stderr);
-    mptrain::Comm::world().barrier();  // collective: nobody leaves before all have reported
-    std::_Exit(e.code());
-  } catch (const mptrain::InputError& e) {
-    if (rank == 0) std::fprintf(stderr, "mptrain: error: %s\n", e.what());
-    code = e.code();
-  } catch (const std::exception& e) {
-    // Not known to be seen by every rank: take the whole job down rather than risk a hang.
-    mptrain::fatal(__FILE__, __LINE__, std::string("unexpected error: ") + e.what());
-  }
-  std::fflush(stdout);
-  std::fflush(stderr);
-  return code;
+  using namespace mptrain;
+  const Program program{"mptrain", Program::Mpi::spmd_watched, usage};
+  return run_program(program, argc, argv, [](const std::vector<std::string>& args) {
+    const Command command = parse_command_line(args);
+    const Deck deck = read_deck_everywhere(command.deck, command.overrides);  // collective
+    return train(deck, Comm::world(), command.hooks);                         // collective
+  });
 }
+

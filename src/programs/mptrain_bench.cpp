@@ -37,6 +37,7 @@
 #include "mptrain/core/log.hpp"
 #include "mptrain/train/trainer.hpp"
 #include "mptrain/train/run.hpp"
+#include "programs/program.hpp"
 
 namespace mptrain {
 namespace {
@@ -97,15 +98,16 @@ Options parse_options(std::vector<std::string>& args) {
   return o;
 }
 
-// The deck, with [data] train = random when the deck names no training data.
+// Collective over the world: the deck, with [data] train = random when the deck names no
+// training data.
 Deck read_bench_deck(const std::string& path, std::vector<std::string> overrides) {
   try {
-    return read_deck(path, overrides);
+    return read_deck_everywhere(path, overrides);  // collective
   } catch (const InputError& e) {
     if (std::string(e.what()).find("[data] train is required") == std::string::npos) throw;
   }
   overrides.push_back(std::string("--data.train=") + kRandom);
-  return read_deck(path, overrides);
+  return read_deck_everywhere(path, overrides);  // collective
 }
 
 // Uniformly random tokens (splitmix64 of the seed), the same on every rank: 8 global batches.
@@ -552,30 +554,16 @@ int bench(const Deck& deck_in, const Options& opt, const std::string& deck_path)
 }  // namespace mptrain
 
 int main(int argc, char** argv) {
-  mptrain::MpiSession mpi(&argc, &argv);
-  const int rank = mptrain::Comm::world().rank();
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) {
-    if (rank == 0) mptrain::usage(stdout);
-    return mptrain::exit_ok;
-  }
-  int code = mptrain::exit_ok;
-  try {
+  using namespace mptrain;
+  const Program program{"mptrain-bench", Program::Mpi::spmd, usage};
+  return run_program(program, argc, argv, [](const std::vector<std::string>& args) {
     if (args.empty() || args[0].rfind("--", 0) == 0)
-      throw mptrain::InputError("no deck file given (usage: mptrain-bench DECK [--section.key=value "
-                                "...] [--bench.KEY=VALUE ...])");
+      throw InputError("no deck file given (usage: mptrain-bench DECK [--section.key=value "
+                       "...] [--bench.KEY=VALUE ...])");
     const std::string path = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
-    const mptrain::Options options = mptrain::parse_options(rest);
-    const mptrain::Deck deck = mptrain::read_bench_deck(path, rest);
-    code = mptrain::bench(deck, options, path);  // collective
-  } catch (const mptrain::InputError& e) {
-    if (rank == 0) std::fprintf(stderr, "mptrain-bench: error: %s\n", e.what());
-    code = e.code();
-  } catch (const std::exception& e) {
-    mptrain::fatal(__FILE__, __LINE__, std::string("unexpected error: ") + e.what());
-  }
-  std::fflush(stdout);
-  std::fflush(stderr);
-  return code;
+    const Options options = parse_options(rest);
+    const Deck deck = read_bench_deck(path, rest);  // collective
+    return bench(deck, options, path);              // collective
+  });
 }

@@ -24,7 +24,8 @@
 // The attributes are read and checked by the library (read_checkpoint_meta, over a
 // one-process communicator); the tensors are then listed and read whole through HDF5's serial
 // driver, one tensor at a time, so the tool's memory stays at two tensors even for big files.
-// Exit codes follow error.hpp: 2 for a file that cannot be used, 1 for an internal failure.
+// Exit codes and messages follow the programs' common policy (src/programs/program.hpp): 2 and
+// "mptrain-ckpt: error: ..." for a file that cannot be used, 1 for an internal failure.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -43,6 +44,7 @@
 #include "mptrain/io/deck.hpp"
 #include "mptrain/core/error.hpp"
 #include "mptrain/train/generate.hpp"
+#include "programs/program.hpp"
 
 namespace {
 
@@ -553,42 +555,30 @@ const Subcommand subcommands[] = {
      run_export},
 };
 
-void print_usage(std::FILE* out) {
-  std::fprintf(out, "usage: mptrain-ckpt COMMAND ARGS\n");
-  for (const auto& s : subcommands) std::fprintf(out, "  mptrain-ckpt %s\n", s.usage);
+std::string usage_text() {
+  std::string text = "usage: mptrain-ckpt COMMAND ARGS";
+  for (const auto& s : subcommands) text += std::string("\n  mptrain-ckpt ") + s.usage;
+  return text;
 }
+
+void print_usage(std::FILE* out) { std::fprintf(out, "%s\n", usage_text().c_str()); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  mptrain::MpiSession session(&argc, &argv);
-  if (argc < 2) {
-    print_usage(stderr);
-    return mptrain::exit_bad_input;
-  }
-  const std::string command = argv[1];
-  if (command == "-h" || command == "--help" || command == "help") {
-    print_usage(stdout);
-    return mptrain::exit_ok;
-  }
-  const std::vector<std::string> args(argv + 2, argv + argc);
-  for (const auto& s : subcommands) {
-    if (command != s.name) continue;
-    try {
-      const int code = s.run(args);
-      std::fflush(stdout);
-      return code;
-    } catch (const mptrain::InputError& e) {
-      std::fflush(stdout);
-      std::fprintf(stderr, "mptrain-ckpt: %s\n", e.what());
-      return e.code();
-    } catch (const std::exception& e) {
-      std::fflush(stdout);
-      std::fprintf(stderr, "mptrain-ckpt: internal error: %s\n", e.what());
-      return mptrain::exit_internal;
+  const Program program{"mptrain-ckpt", Program::Mpi::one_process, print_usage};
+  return run_program(program, argc, argv, [](const std::vector<std::string>& args) {
+    if (args.empty()) {
+      print_usage(stderr);
+      return int(exit_bad_input);
     }
-  }
-  std::fprintf(stderr, "mptrain-ckpt: unknown command '%s'\n", command.c_str());
-  print_usage(stderr);
-  return mptrain::exit_bad_input;
+    if (args[0] == "help") {
+      print_usage(stdout);
+      return int(exit_ok);
+    }
+    const std::vector<std::string> rest(args.begin() + 1, args.end());
+    for (const auto& s : subcommands)
+      if (args[0] == s.name) return s.run(rest);
+    throw InputError("unknown command '" + args[0] + "'\n" + usage_text());
+  });
 }
