@@ -37,21 +37,10 @@ using checkpoint_detail::attempt;
 
 namespace {
 
-// The three tensor groups, in the order they are written and read.
-constexpr int n_groups = 3;
-constexpr std::array<const char*, n_groups> group_paths = {"/model", "/optim/m", "/optim/v"};
+constexpr int n_groups = int(checkpoint_groups.size());
 
 std::array<std::span<const TensorIO>, n_groups> groups_of(const CheckpointTensors& tensors) {
   return {tensors.model, tensors.adam_m, tensors.adam_v};
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) text += ',';
-    text += std::to_string(shape[i]);
-  }
-  return text + "]";
 }
 
 // ---------------------------------------------------------------- checking local shards
@@ -118,10 +107,10 @@ std::string check_local_tensors(const CheckpointTensors& tensors, const std::str
   for (int g = 0; g < n_groups; ++g) {
     std::map<std::string, int> seen;
     for (const auto& io : groups[g]) {
-      std::string problem = check_tensor_io(io, path + ": " + group_paths[g]);
+      std::string problem = check_tensor_io(io, path + ": " + checkpoint_groups[g]);
       if (!problem.empty()) return problem;
       if (++seen[io.spec.name] > 1) {
-        return path + ": tensor " + group_paths[g] + "/" + io.spec.name + " listed twice";
+        return path + ": tensor " + checkpoint_groups[g] + "/" + io.spec.name + " listed twice";
       }
     }
   }
@@ -137,7 +126,7 @@ struct GlobalTensor {
   std::vector<int64_t> shape;
   const TensorIO* local = nullptr;  // null when this rank does not hold it
 
-  std::string path() const { return std::string(group_paths[group]) + "/" + name; }
+  std::string path() const { return std::string(checkpoint_groups[group]) + "/" + name; }
   uint64_t bytes() const {
     uint64_t n = sizeof(float);
     for (auto d : shape) n *= static_cast<uint64_t>(d);
@@ -226,7 +215,7 @@ std::vector<GlobalTensor> agree_on_tensor_list(const Comm& comm, const Checkpoin
       for (int64_t d; dims >> d;) shape.push_back(d);
       auto [it, inserted] = found.try_emplace({g, name}, Entry{shape, rank, {}});
       if (!inserted && it->second.shape != shape) {
-        throw CheckpointError(path + ": tensor " + group_paths[g] + "/" + name + " has shape " +
+        throw CheckpointError(path + ": tensor " + checkpoint_groups[g] + "/" + name + " has shape " +
                               shape_text(it->second.shape) + " on rank " +
                               std::to_string(it->second.first_rank) + " but " +
                               shape_text(shape) + " on rank " + std::to_string(rank));
@@ -565,6 +554,15 @@ uint64_t write_checkpoint(const Comm& comm, const std::string& path,
 }  // namespace checkpoint_detail
 
 // ---------------------------------------------------------------- public functions
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) text += ',';
+    text += std::to_string(shape[i]);
+  }
+  return text + "]";
+}
 
 void write_checkpoint_file(const Comm& comm, const std::string& path, const CheckpointMeta& meta,
                            const CheckpointTensors& tensors) {

@@ -22,8 +22,9 @@
 //                                          directory or an llm.c model file
 //
 // The attributes are read and checked by the library (read_checkpoint_meta, over a
-// one-process communicator); the tensors are then listed and read whole through HDF5's serial
-// driver, one tensor at a time, so the tool's memory stays at two tensors even for big files.
+// one-process communicator); the tensors are then listed and read whole, one at a time, by the
+// library's CheckpointReader (HDF5's serial driver), so the tool's memory stays at two tensors
+// even for big files.
 // Exit codes and messages follow the programs' common policy (src/programs/program.hpp): 2 and
 // "mptrain-ckpt: error: ..." for a file that cannot be used, 1 for an internal failure.
 #include <cmath>
@@ -36,10 +37,10 @@
 #include <string>
 #include <vector>
 
-#include "io/h5util.hpp"
 #include "mptrain/io/gpt2_formats.hpp"
 #include "mptrain/io/gpt2_tokenizer.hpp"
 #include "mptrain/io/checkpoint.hpp"
+#include "mptrain/io/checkpoint_reader.hpp"
 #include "mptrain/parallel/comm.hpp"
 #include "mptrain/io/deck.hpp"
 #include "mptrain/core/error.hpp"
@@ -51,97 +52,7 @@ namespace {
 using namespace mptrain;
 
 const std::vector<std::string> model_group = {"/model"};
-const std::vector<std::string> all_groups = {"/model", "/optim/m", "/optim/v"};
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) text += ',';
-    text += std::to_string(shape[i]);
-  }
-  return text + "]";
-}
-
-struct StoredTensor {
-  std::string path;  // e.g. /model/h.0.attn.c_attn.weight
-  std::vector<int64_t> shape;
-  int64_t elements() const {
-    int64_t n = 1;
-    for (auto d : shape) n *= d;
-    return n;
-  }
-};
-
-// Read-only serial access to the tensors of one checkpoint file.
-class TensorFile {
- public:
-  explicit TensorFile(const std::string& path) : path_(path) {
-    try {
-      file_ = h5::open_file(path, H5F_ACC_RDONLY);
-    } catch (const h5::Error& e) {
-      throw CheckpointError(path + ": cannot open: " + e.reason());
-    }
-  }
-  const std::string& path() const { return path_; }
-  hid_t id() const { return file_; }
-
-  // The datasets directly in `group` (e.g. "/optim/m"), by name; none when it is missing.
-  std::vector<StoredTensor> list(const std::string& group) const {
-    std::vector<StoredTensor> tensors;
-    if (!h5::link_exists(file_, group)) return tensors;
-    try {
-      h5::Group g(h5::check(H5Gopen2(file_, group.c_str(), H5P_DEFAULT), "open group"));
-      H5G_info_t info;
-      h5::check(H5Gget_info(g, &info), "group info");
-      for (hsize_t i = 0; i < info.nlinks; ++i) {
-        const ssize_t length = h5::check(H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC,
-                                                            i, nullptr, 0, H5P_DEFAULT),
-                                         "link name");
-        std::string name(static_cast<size_t>(length) + 1, '\0');
-        h5::check(H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(),
-                                     name.size(), H5P_DEFAULT),
-                  "link name");
-        name.resize(static_cast<size_t>(length));
-        const hid_t object = h5::check(H5Oopen(g, name.c_str(), H5P_DEFAULT), "open " + name);
-        const bool is_dataset = H5Iget_type(object) == H5I_DATASET;
-        H5Oclose(object);
-        if (is_dataset) tensors.push_back({group + "/" + name, shape_of(group + "/" + name)});
-      }
-    } catch (const h5::Error& e) {
-      throw CheckpointError(path_ + ": cannot list " + group + ": " + e.what());
-    }
-    return tensors;
-  }
-
-  // The whole tensor as float; CheckpointError (saying whether the checksum failed) if not.
-  std::vector<float> read(const StoredTensor& t) const {
-    std::vector<float> values(static_cast<size_t>(t.elements()));
-    try {
-      h5::Dataset d(h5::check(H5Dopen2(file_, t.path.c_str(), H5P_DEFAULT), "open dataset"));
-      h5::check(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()),
-                "H5Dread");
-    } catch (const h5::Error& e) {
-      const bool checksum = e.reason().find("Fletcher32") != std::string::npos;
-      throw CheckpointError(path_ + ": tensor " + t.path +
-                            (checksum ? ": checksum failed, the file is damaged (" : ": ") +
-                            e.what() + (checksum ? ")" : ""));
-    }
-    return values;
-  }
-
- private:
-  std::vector<int64_t> shape_of(const std::string& dataset) const {
-    h5::Dataset d(h5::check(H5Dopen2(file_, dataset.c_str(), H5P_DEFAULT), "open " + dataset));
-    h5::Dataspace space(h5::check(H5Dget_space(d), "dataspace of " + dataset));
-    const int ndims = h5::check(H5Sget_simple_extent_ndims(space), "rank of " + dataset);
-    std::vector<hsize_t> dims(static_cast<size_t>(ndims));
-    h5::check(H5Sget_simple_extent_dims(space, dims.data(), nullptr), "dims of " + dataset);
-    return std::vector<int64_t>(dims.begin(), dims.end());
-  }
-
-  std::string path_;
-  h5::File file_;
-};
+const std::vector<std::string> all_groups(checkpoint_groups.begin(), checkpoint_groups.end());
 
 // Every non-empty line of `text` with `indent` in front, ending in a newline.
 std::string indented(const std::string& text, const std::string& indent) {
@@ -173,7 +84,7 @@ int run_info(const std::vector<std::string>& args) {
   std::printf("rng_offset        %llu\n", static_cast<unsigned long long>(meta.rng_offset));
   std::printf("deck:\n%s", indented(meta.deck_text, "  ").c_str());
 
-  TensorFile file(path);
+  CheckpointReader file(path);
   std::printf("tensors:\n  %-44s %-16s %12s\n", "name", "shape", "elements");
   int64_t count = 0, elements = 0;
   for (const auto& group : all_groups) {
@@ -206,7 +117,7 @@ int run_verify(const std::vector<std::string>& args) {
   if (args.size() != 1) throw InputError("usage: mptrain-ckpt verify FILE");
   const std::string& path = args[0];
   const CheckpointMeta meta = read_checkpoint_meta(Comm::self(), path);
-  TensorFile file(path);
+  CheckpointReader file(path);
   std::vector<std::string> problems;
 
   // The tensors the stored [model] section implies.
@@ -369,7 +280,7 @@ int run_diff(const std::vector<std::string>& args) {
   if (meta_a.model_text != meta_b.model_text) std::printf("note: the [model] sections differ\n");
   if (meta_a.tokens_seen != meta_b.tokens_seen) std::printf("note: tokens_seen differs\n");
 
-  TensorFile a(files[0]), b(files[1]);
+  CheckpointReader a(files[0]), b(files[1]);
   std::printf("%-44s %-16s %12s %12s  %s\n", "tensor", "shape", "max_abs", "max_rel", "result");
   int differing = 0, compared = 0;
   for (const auto& group : model_only ? model_group : all_groups) {
@@ -417,7 +328,7 @@ int run_diff(const std::vector<std::string>& args) {
 // The tokenizer of the model in `file` when none is named: checkpoints do not record it yet, so
 // it is told from the vocabulary (the rows of wte): GPT-2's 50257 tokens or 256 bytes.
 std::string guess_tokenizer(const std::string& file) {
-  for (const auto& t : TensorFile(file).list("/model")) {
+  for (const auto& t : CheckpointReader(file).list("/model")) {
     if (t.path != "/model/wte" || t.shape.empty()) continue;
     if (t.shape[0] == 50257) return "gpt2";
     if (t.shape[0] == 256) return "bytes";
