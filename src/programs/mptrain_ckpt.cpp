@@ -113,6 +113,23 @@ ModelConfig stored_model(const CheckpointMeta& meta, const std::string& path) {
   return parse_deck_text(text, path + " (stored deck)", {"--data.train=unused"}).model;
 }
 
+// Reads tensor `t` whole: "" when it reads (checksum good) and every value is finite, else
+// the problem.
+std::string check_values(const CheckpointReader& file, const StoredTensor& t) {
+  std::vector<float> values;
+  try {
+    values = file.read(t);
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  int64_t bad = 0, first_bad = -1;
+  for (size_t i = 0; i < values.size(); ++i)
+    if (!std::isfinite(values[i]) && bad++ == 0) first_bad = static_cast<int64_t>(i);
+  if (bad == 0) return "";
+  return t.path + ": " + std::to_string(bad) + " non-finite values (first at flat index " +
+         std::to_string(first_bad) + ")";
+}
+
 int run_verify(const std::vector<std::string>& args) {
   if (args.size() != 1) throw InputError("usage: mptrain-ckpt verify FILE");
   const std::string& path = args[0];
@@ -159,22 +176,8 @@ int run_verify(const std::vector<std::string>& args) {
                              shape_text(it->second));
         }
       }
-      try {
-        const std::vector<float> values = file.read(t);
-        int64_t bad = 0, first_bad = -1;
-        for (size_t i = 0; i < values.size(); ++i) {
-          if (!std::isfinite(values[i])) {
-            if (bad++ == 0) first_bad = static_cast<int64_t>(i);
-          }
-        }
-        if (bad > 0) {
-          problems.push_back(t.path + ": " + std::to_string(bad) +
-                             " non-finite values (first at flat index " +
-                             std::to_string(first_bad) + ")");
-        }
-      } catch (const CheckpointError& e) {
-        problems.push_back(e.what());
-      }
+      const std::string damage = check_values(file, t);
+      if (!damage.empty()) problems.push_back(damage);
       ++tensors;
       elements += t.elements();
     }
@@ -241,11 +244,16 @@ int diff_state(const CheckpointMeta& a, const CheckpointMeta& b) {
   return differing;
 }
 
-int run_diff(const std::vector<std::string>& args) {
-  const char* usage = "usage: mptrain-ckpt diff A B [--tol X] [--model-only] [--state]";
-  std::vector<std::string> files;
+struct DiffOptions {
+  std::vector<std::string> files;  // A and B
   double tol = 0.0;
   bool model_only = false, state = false;
+};
+
+DiffOptions parse_diff_options(const std::vector<std::string>& args) {
+  const char* usage = "usage: mptrain-ckpt diff A B [--tol X] [--model-only] [--state]";
+  DiffOptions o;
+  auto& [files, tol, model_only, state] = o;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string value;
     if (args[i] == "--model-only" || args[i] == "--state") {
@@ -272,7 +280,11 @@ int run_diff(const std::vector<std::string>& args) {
     }
   }
   if (files.size() != 2) throw InputError(usage);
+  return o;
+}
 
+int run_diff(const std::vector<std::string>& args) {
+  const auto [files, tol, model_only, state] = parse_diff_options(args);
   const CheckpointMeta meta_a = read_checkpoint_meta(Comm::self(), files[0]);
   const CheckpointMeta meta_b = read_checkpoint_meta(Comm::self(), files[1]);
   std::printf("A  %s (step %ld, %s)\nB  %s (step %ld, %s)\n", files[0].c_str(), meta_a.step,
