@@ -38,7 +38,7 @@ class CheckpointError : public InputError {
 
 // A save that failed part-way through (disk full, I/O error). The previous checkpoints are
 // intact, but HDF5 may still hold the half-written file, and closing it again at MPI_Finalize
-// can crash: the program should end without finalising (see mptrain_main.cpp).
+// can crash: the program should end without finalising (src/programs/program.hpp does).
 class CheckpointWriteError : public CheckpointError {
  public:
   using CheckpointError::CheckpointError;
