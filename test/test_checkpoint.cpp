@@ -9,7 +9,8 @@
 // header (metadata checksum), a truncated file, a non-HDF5 file, a missing tensor, a wrong
 // shape, a wrong format version, bad blocks on one rank only, writer blocks with a hole or an
 // overlap, an unwritable directory (the previous checkpoint stays intact); the restart's model
-// check (check_checkpoint_model). Two cases driven by
+// check (check_checkpoint_model); the serial CheckpointReader lists and reads every tensor and
+// refuses a damaged one. Two cases driven by
 // test/ckpt_mpi.sh check a save killed half way (MPTRAIN_CKPT_KILL_DIR); one driven by
 // test/ckpt_tool.sh writes GPT-2-shaped files for mptrain-ckpt (MPTRAIN_CKPT_TOOL_DIR).
 #define BOOST_TEST_MODULE checkpoint
@@ -29,6 +30,7 @@
 #include "io/h5util.hpp"
 #include "mptrain/io/checkpoint.hpp"
 #include "mptrain/model/catalogue.hpp"
+#include "mptrain/io/checkpoint_reader.hpp"
 #include "mptrain/parallel/comm.hpp"
 #include "mpi_fixture.hpp"
 #include "mptrain/io/deck.hpp"
@@ -349,6 +351,38 @@ BOOST_AUTO_TEST_CASE(round_trip_same_and_other_sharding) {
   comm.barrier();
 }
 
+// The serial reader (checkpoint_reader.hpp) on rank 0: every tensor rank 0 holds is listed in
+// its group, in name order, with its global shape, and reads back whole with every value.
+BOOST_AUTO_TEST_CASE(serial_reader_lists_and_reads_every_tensor) {
+  Comm comm = Comm::world();
+  const std::string path = shared_dir(comm, "reader") + "/r.h5";
+  TestState state(comm);
+  write_checkpoint_file(comm, path, test_meta(3), state.tensors());
+  if (comm.rank() == 0) {
+    const CheckpointReader reader(path);
+    BOOST_TEST(reader.path() == path);
+    const std::vector<Shard>* groups[] = {&state.model, &state.m, &state.v};
+    for (size_t g = 0; g < checkpoint_groups.size(); ++g) {
+      const std::string group = checkpoint_groups[g];
+      const std::vector<StoredTensor> listed = reader.list(group);
+      BOOST_TEST(std::is_sorted(listed.begin(), listed.end(),
+                                [](const auto& a, const auto& b) { return a.path < b.path; }));
+      for (const Shard& shard : *groups[g]) {
+        const std::string name = group + "/" + shard.spec.name;
+        auto it = std::find_if(listed.begin(), listed.end(),
+                               [&](const StoredTensor& t) { return t.path == name; });
+        BOOST_REQUIRE_MESSAGE(it != listed.end(), name << " is not listed");
+        BOOST_TEST(it->shape == shard.spec.global_shape);
+        BOOST_TEST(it->elements() == int64_t(whole(shard).data.size()));
+        BOOST_CHECK_MESSAGE(reader.read(*it) == whole(shard).data, name << ": other values");
+      }
+    }
+    BOOST_TEST(reader.list("/no/such/group").empty());
+    BOOST_CHECK_THROW(CheckpointReader(path + ".absent"), CheckpointError);
+  }
+  comm.barrier();
+}
+
 BOOST_AUTO_TEST_CASE(directory_latest_pruning_candidates) {
   Comm comm = Comm::world();
   const std::string dir = shared_dir(comm, "dir") + "/sub/ckpt";  // save creates it
@@ -415,6 +449,15 @@ BOOST_AUTO_TEST_CASE(flipped_byte_fails_the_checksum) {
   std::vector<TensorIO> big_io = ios(big);
   expect_refusal([&] { read_checkpoint_tensors(comm, path, {{}, big_io, {}}); },
                  {path, "/optim/m/big", "checksum"});
+  // The serial reader refuses the damaged tensor too, saying why.
+  if (comm.rank() == 0) {
+    const CheckpointReader reader(path);
+    int found = 0;
+    for (const StoredTensor& t : reader.list("/optim/m"))
+      if (t.path == "/optim/m/big" && ++found)
+        expect_refusal([&] { reader.read(t); }, {path, "/optim/m/big", "checksum failed"});
+    BOOST_TEST(found == 1);
+  }
   // The undamaged tensors still read, with their values.
   state.clear();
   read_checkpoint_tensors(comm, path, {state.model_io, {}, state.v_io});

@@ -2,11 +2,15 @@
 // world, each rank's coordinates follow rank = tp_rank + tp*(dp_rank + dp*pp_rank), each
 // TP/DP/PP group holds exactly the ranks the formula says, the embedding pair joins the
 // first and last stage, and check_layout() refuses impossible layouts with a useful message.
+// Comm::agree (and agree_or_throw, agree_on) make a failure on any subset of the ranks every
+// rank's, with the lowest failing rank's message.
 #define BOOST_TEST_MODULE grid
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
 #include <map>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "mptrain/parallel/comm.hpp"
@@ -90,4 +94,44 @@ BOOST_AUTO_TEST_CASE(impossible_layouts_are_refused_with_a_reason) {
   req.global_batch = 12;
   BOOST_TEST(check_layout(Layout{1, 1, 8}, req).find("global_batch = 12 is not divisible") !=
              std::string::npos);
+}
+
+namespace {
+struct TestError : std::runtime_error {
+  explicit TestError(const std::string& what) : std::runtime_error(what) {}
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_failure_on_some_ranks_becomes_every_ranks) {
+  const Comm world = Comm::world();
+  const int W = world.size(), me = world.rank();
+  BOOST_TEST(world.agree("").empty());  // nobody failed
+  // Each single rank failing alone, then every pair: all ranks get the lowest one's message.
+  for (int a = 0; a < W; ++a)
+    for (int b = a; b < W; ++b) {
+      const bool failing = me == a || me == b;
+      const std::string got = world.agree(failing ? "rank " + std::to_string(me) + " failed" : "");
+      BOOST_TEST(got == "rank " + std::to_string(a) + " failed");
+    }
+  // The throwing forms: the same exception type and message on every rank.
+  const int last = W - 1;
+  std::string caught;
+  try {
+    agree_or_throw<TestError>(world, me == last ? "only the last rank" : "");
+  } catch (const TestError& e) {
+    caught = e.what();
+  }
+  BOOST_TEST(caught == "only the last rank");
+  caught.clear();
+  try {
+    agree_on<TestError>(world, [&] {
+      if (me == last) throw TestError("thrown on rank " + std::to_string(last));
+    });
+  } catch (const TestError& e) {
+    caught = e.what();
+  }
+  BOOST_TEST(caught == "thrown on rank " + std::to_string(last));
+  bool ran = false;
+  agree_on<TestError>(world, [&] { ran = true; });  // nothing thrown: nothing to agree on
+  BOOST_TEST(ran);
 }

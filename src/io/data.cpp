@@ -143,12 +143,14 @@ bool check_external_storage(const std::string& path, hid_t tokens, hsize_t n, si
   return true;
 }
 
-// Checked before HDF5 so the common mistakes get plain words rather than MPI-IO's.
+// Checked before HDF5 so the common mistakes get plain words rather than MPI-IO's, and
+// agreed on, since the open below is collective (a file only some nodes see must not hang).
 h5::File open_file(const Comm& comm, const std::string& path) {
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw InputError(dataset_prefix(path) + "no such file");
-  if (!std::filesystem::is_regular_file(path, ec))
-    throw InputError(dataset_prefix(path) + "not a regular file");
+  const char* problem = !std::filesystem::exists(path, ec)            ? "no such file"
+                        : !std::filesystem::is_regular_file(path, ec) ? "not a regular file"
+                                                                      : nullptr;
+  agree_or_throw<InputError>(comm, problem ? dataset_prefix(path) + problem : "");  // collective
   h5::quiet();
   h5::PropList fapl(comm.make_hdf5_mpio_fapl());
   try {

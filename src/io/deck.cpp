@@ -90,9 +90,8 @@ std::string format_double(double value) {
 // unchanged: no comment character, no line breaks, no surrounding blanks.
 bool writable_string(const std::string& text) {
   if (text.find('#') != std::string::npos) return false;
-  for (unsigned char c : text) {
+  for (unsigned char c : text)
     if (std::iscntrl(c)) return false;
-  }
   return text.empty() || (!std::isspace(static_cast<unsigned char>(text.front())) &&
                           !std::isspace(static_cast<unsigned char>(text.back())));
 }
@@ -100,14 +99,10 @@ bool writable_string(const std::string& text) {
 template <class S, class T>
 KeySpec integer_key(const char* section, const char* name, S Deck::*group, T S::*field, T min,
                     T max = std::numeric_limits<T>::max(), const char* alias = "") {
-  std::string allowed;
-  if (max == std::numeric_limits<T>::max()) {
-    allowed = "an integer >= " + std::to_string(min);
-  } else if (max == min + 1) {
-    allowed = std::to_string(min) + " or " + std::to_string(max);
-  } else {
-    allowed = "an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
-  }
+  const std::string allowed =
+      max == std::numeric_limits<T>::max() ? "an integer >= " + std::to_string(min)
+      : max == min + 1 ? std::to_string(min) + " or " + std::to_string(max)
+                       : "an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
   return KeySpec{section, name, alias, allowed,
                  [=](Deck& deck, const std::string& text) {
                    T value{};
@@ -260,9 +255,8 @@ const std::vector<KeySpec>& key_table() {
 }
 
 const KeySpec* find_key(const std::string& full_name) {
-  for (const KeySpec& key : key_table()) {
+  for (const KeySpec& key : key_table())
     if (key.full() == full_name) return &key;
-  }
   return nullptr;
 }
 
@@ -314,17 +308,15 @@ std::string nearest_section(const std::string& section) {
 
 std::string section_keys(const std::string& section) {
   std::string list;
-  for (const KeySpec& key : key_table()) {
+  for (const KeySpec& key : key_table())
     if (key.section == section) list += (list.empty() ? "" : ", ") + key.name;
-  }
   return list;
 }
 
 std::string all_sections() {
   std::string list;
-  for (const char* section : section_names) {
+  for (const char* section : section_names)
     list += (list.empty() ? "[" : ", [") + std::string(section) + "]";
-  }
   return list;
 }
 
@@ -393,6 +385,18 @@ std::multimap<std::string, int> key_lines(const std::string& text, const std::st
   return lines;
 }
 
+// The line of each key in the deck text (key_lines): line(name, k) is the line of its k-th
+// occurrence, 0 when there is none.
+struct KeyLines {
+  std::multimap<std::string, int> lines;
+  int line(const std::string& name, int occurrence = 0) const {
+    auto [begin, end] = lines.equal_range(name);
+    for (auto it = begin; it != end; ++it)
+      if (occurrence-- == 0) return it->second;
+    return 0;
+  }
+};
+
 // One value given for a key, and where.
 struct Assignment {
   const KeySpec* key;
@@ -450,47 +454,70 @@ void check_consistency(const Deck& deck, const std::map<std::string, Where>& set
     return file;
   };
   const ModelConfig& m = deck.model;
-  if (m.n_embd % m.n_head != 0) {
+  if (m.n_embd % m.n_head != 0)
     throw InputError(blame("model.n_embd", "model.n_head").text() + "[model] n_embd = " +
                      std::to_string(m.n_embd) + ": must be a multiple of [model] n_head (" +
                      std::to_string(m.n_head) + ")");
-  }
-  if (deck.optim.min_lr > deck.optim.lr) {
+  if (deck.optim.min_lr > deck.optim.lr)
     throw InputError(blame("optim.min_lr", "optim.lr").text() + "[optim] min_lr = " +
                      format_double(deck.optim.min_lr) + ": must be between 0 and [optim] lr (" +
                      format_double(deck.optim.lr) + ")");
-  }
-  if (deck.device.backend == "cpu" && deck.device.precision != "fp32") {
-    // The CPU backend computes in fp32 only; silently ignoring the request would report
-    // fp32 results as tf32/bf16 ones. (backend = auto is checked when it is resolved.)
+  // The CPU backend computes in fp32 only; silently ignoring the request would report fp32
+  // results as tf32/bf16 ones. (backend = auto is checked when it is resolved.)
+  if (deck.device.backend == "cpu" && deck.device.precision != "fp32")
     throw InputError(blame("device.precision", "device.backend").text() +
                      "[device] precision = " + deck.device.precision +
                      " needs [device] backend = cuda (the CPU backend computes in fp32 only); "
                      "use precision = fp32 with backend = cpu");
-  }
-  if (deck.data.train.empty()) {
+  if (deck.data.train.empty())
     throw InputError(file.text() +
                      "[data] train is required: the training token dataset (an HDF5 file made "
                      "by mptrain-prep); set it in the deck or with --data.train=FILE");
+}
+
+// The final value of each key, in the order first set: the file's, unless the command line
+// overrides it (a later override wins too). A key set twice in the file is an error.
+std::vector<Assignment> final_values(const po::parsed_options& from_file,
+                                     const po::parsed_options& from_command_line,
+                                     const std::string& origin, const KeyLines& lines) {
+  const Where command_line{"command line", 0};
+  std::vector<Assignment> assignments;
+  std::map<std::string, size_t> index;
+  std::map<std::string, int> seen_in_file;
+  for (const po::option& option : from_file.options) {
+    int occurrence = seen_in_file[option.string_key]++;
+    Where where{origin, lines.line(option.string_key, occurrence)};
+    if (occurrence > 0) {
+      throw InputError(where.text() + find_key(option.string_key)->pretty() +
+                       " is set more than once (first at line " +
+                       std::to_string(lines.line(option.string_key)) + ")");
+    }
+    index[option.string_key] = assignments.size();
+    assignments.push_back({find_key(option.string_key), option.value.at(0), where});
   }
+  for (const po::option& option : from_command_line.options) {
+    if (option.string_key.empty() || option.position_key >= 0) {
+      std::string token = option.original_tokens.empty() ? "" : option.original_tokens[0];
+      throw InputError(command_line.text() + "unexpected argument '" + token +
+                       "' (overrides look like --section.key=value)");
+    }
+    Assignment assignment{find_key(option.string_key), option.value.at(0), command_line};
+    auto [known, added] = index.try_emplace(option.string_key, assignments.size());
+    if (added)
+      assignments.push_back(assignment);
+    else
+      assignments[known->second] = assignment;
+  }
+  return assignments;
 }
 
 }  // namespace
 
 Deck parse_deck_text(const std::string& text, const std::string& origin,
                      const std::vector<std::string>& overrides) {
-  const Where file{origin, 0};
-  const Where command_line{"command line", 0};
-  const std::multimap<std::string, int> lines = key_lines(text, origin);
+  const Where file{origin, 0}, command_line{"command line", 0};
+  const KeyLines lines{key_lines(text, origin)};
   const po::options_description description = make_description();
-  auto line_of = [&](const std::string& name, int occurrence = 0) {
-    auto [begin, end] = lines.equal_range(name);
-    for (auto it = begin; it != end; ++it) {
-      if (occurrence-- == 0) return it->second;
-    }
-    return 0;
-  };
-
   po::parsed_options from_file(&description);
   po::parsed_options from_command_line(&description);
   try {
@@ -498,7 +525,7 @@ Deck parse_deck_text(const std::string& text, const std::string& origin,
     from_file = po::parse_config_file(in, description, /*allow_unregistered=*/false);
   } catch (const po::unknown_option& e) {
     std::string name = e.get_option_name();
-    throw InputError(Where{origin, line_of(name)}.text() + unknown_key_message(name));
+    throw InputError(Where{origin, lines.line(name)}.text() + unknown_key_message(name));
   } catch (const po::error& e) {
     throw InputError(file.text() + e.what());
   }
@@ -515,46 +542,13 @@ Deck parse_deck_text(const std::string& text, const std::string& origin,
   } catch (const po::error& e) {
     throw InputError(command_line.text() + e.what() + " (overrides look like --section.key=value)");
   }
-
-  // The final value of each key: the file's, unless the command line overrides it.
-  std::vector<Assignment> assignments;
-  std::map<std::string, size_t> index;
-  std::map<std::string, int> seen_in_file;
-  for (const po::option& option : from_file.options) {
-    int occurrence = seen_in_file[option.string_key]++;
-    Where where{origin, line_of(option.string_key, occurrence)};
-    if (occurrence > 0) {
-      throw InputError(where.text() + find_key(option.string_key)->pretty() +
-                       " is set more than once (first at line " +
-                       std::to_string(line_of(option.string_key)) + ")");
-    }
-    index[option.string_key] = assignments.size();
-    assignments.push_back({find_key(option.string_key), option.value.at(0), where});
-  }
-  for (const po::option& option : from_command_line.options) {
-    if (option.string_key.empty() || option.position_key >= 0) {
-      std::string token = option.original_tokens.empty() ? "" : option.original_tokens[0];
-      throw InputError(command_line.text() + "unexpected argument '" + token +
-                       "' (overrides look like --section.key=value)");
-    }
-    Assignment assignment{find_key(option.string_key), option.value.at(0), command_line};
-    auto known = index.find(option.string_key);
-    if (known != index.end()) {
-      assignments[known->second] = assignment;  // later overrides win too
-    } else {
-      index[option.string_key] = assignments.size();
-      assignments.push_back(assignment);
-    }
-  }
-
   Deck deck;
   std::map<std::string, Where> set_at;
-  for (const Assignment& a : assignments) {
+  for (const Assignment& a : final_values(from_file, from_command_line, origin, lines)) {
     if (a.key == nullptr) MPT_FATAL("deck option missing from the key table");
     std::string problem = a.key->set(deck, a.value);
-    if (!problem.empty()) {
+    if (!problem.empty())
       throw InputError(a.where.text() + a.key->pretty() + " = \"" + a.value + "\": " + problem);
-    }
     set_at[a.key->full()] = a.where;
   }
   check_consistency(deck, set_at, file);
@@ -563,9 +557,8 @@ Deck parse_deck_text(const std::string& text, const std::string& origin,
 
 Deck read_deck(const std::string& path, const std::vector<std::string>& overrides) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
+  if (std::filesystem::is_directory(path, ec))
     throw InputError("cannot open deck file '" + path + "' (it is a directory)");
-  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError("cannot open deck file '" + path + "'");
   std::ostringstream text;

@@ -110,22 +110,31 @@ std::string read_chunk_layout(hid_t dataset, ChunkLayout& layout) {
   layout.chunked = true;
   Dataspace space(check(H5Dget_space(dataset), "get dataspace"));
   const int rank = check(H5Sget_simple_extent_ndims(space), "dataspace rank");
-  std::vector<hsize_t> dims(size_t(std::max(rank, 0)));
+  std::vector<hsize_t> dims(size_t(std::max(rank, 0))), max_dims(dims.size());
   layout.chunk.resize(dims.size());
-  check(H5Sget_simple_extent_dims(space, dims.data(), nullptr), "dataspace dims");
+  check(H5Sget_simple_extent_dims(space, dims.data(), max_dims.data()), "dataspace dims");
   if (check(H5Pget_chunk(dcpl, rank, layout.chunk.data()), "chunk dims") != rank)
     return "a chunk layout of another rank";
   Datatype type(check(H5Dget_type(dataset), "dataset type"));
   layout.chunk_bytes = H5Tget_size(type);
+  // A chunk is no longer than its dimension, except along one that may grow (a file written
+  // as a stream, e.g. by mptrain-prep), where it may be, up to a sane size: HDF5 allocates a
+  // whole chunk to read any part of it.
+  constexpr uint64_t max_growing_chunk_bytes = uint64_t(64) << 20;
   uint64_t chunks_needed = 1;
+  bool beyond_extent = false;
   for (int i = 0; i < rank; ++i) {
     const hsize_t c = layout.chunk[size_t(i)], d = dims[size_t(i)];
-    if (c == 0 || c > std::max<hsize_t>(d, 1))
+    const bool grows = max_dims[size_t(i)] > d;
+    if (c == 0 || (c > std::max<hsize_t>(d, 1) && (!grows || c > max_growing_chunk_bytes)))
       return "chunks of " + std::to_string(c) + " elements along a dimension of " +
              std::to_string(d);
+    beyond_extent = beyond_extent || c > d;
     layout.chunk_bytes *= c;
     chunks_needed *= (d + c - 1) / c;
   }
+  if (beyond_extent && layout.chunk_bytes > max_growing_chunk_bytes)
+    return "chunks of " + std::to_string(layout.chunk_bytes) + " bytes, beyond the extent";
   // HDF5 1.10 takes no H5S_ALL here: the file dataspace, whole, selects every chunk.
   hsize_t chunks = 0;
   check(H5Dget_num_chunks(dataset, space, &chunks), "count chunks");

@@ -267,6 +267,13 @@ std::string Comm::bcast_string(const std::string& s, int root) const {
   return out;
 }
 
+std::string Comm::agree(const std::string& local_error) const {
+  int first_failing = local_error.empty() ? size() : rank();
+  allreduce_min(std::span<int>(&first_failing, 1));  // collective
+  if (first_failing == size()) return {};
+  return bcast_string(local_error, first_failing);  // collective
+}
+
 std::vector<std::string> Comm::allgather_strings(const std::string& s) const {
   const int n = size();
   int mine = as_count(s.size());

@@ -1,23 +1,24 @@
 // mptrain: train a GPT-2 model from an input deck. Run with mpirun/srun on any number of
 // ranks, or as one process. Errors every rank sees (deck, data, layout, checkpoints) are
-// printed once by rank 0 and every rank exits with the same code (README: exit codes).
-#include <cstdio>
-#include <cstdlib>
+// printed once by rank 0 and every rank exits with the same code (program.hpp, README: exit
+// codes).
 #include <algorithm>
-#include <cstring>
+#include <cstdio>
+#include <stdexcept>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "mptrain/io/checkpoint.hpp"
-#include "mptrain/parallel/comm.hpp"
-#include "mptrain/io/deck.hpp"
 #include "mptrain/core/error.hpp"
+#include "mptrain/io/deck.hpp"
+#include "mptrain/parallel/comm.hpp"
 #include "mptrain/train/test_hooks.hpp"
 #include "mptrain/train/trainer.hpp"
-#include "mptrain/parallel/watchdog.hpp"
+#include "programs/program.hpp"
 
+namespace mptrain {
 namespace {
+
 void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: mptrain DECK [--section.key=value ...] [--test-hook=SPEC ...]\n"
@@ -42,110 +43,96 @@ void usage(std::FILE* out) {
                "    mptrain run.deck --train.steps=9 --print-deck=checkpoint.dir,train.steps\n");
 }
 
-// mptrain DECK [overrides] --print-deck[=KEYS]: the resolved deck for job scripts, before MPI
-// starts (no launcher, no collectives, no dataset). Returns the exit code, or -1 when the
-// option is absent. --test-hook options are checked and otherwise ignored.
-int print_deck_mode(const std::vector<std::string>& args) {
-  std::optional<std::string> keys;  // empty optional: the whole deck
-  bool wanted = false;
-  std::vector<std::string> overrides, hook_specs;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--print-deck" || args[i].rfind("--print-deck=", 0) == 0) {
-      wanted = true;
-      keys.reset();
-      if (args[i].size() > 12) keys = args[i].substr(13);
-    } else if (i == 0) {
-      continue;  // the deck
-    } else if (args[i].rfind("--test-hook=", 0) == 0) {
-      hook_specs.push_back(args[i].substr(12));
-    } else if (args[i] == "--test-hook" && i + 1 < args.size()) {
-      hook_specs.push_back(args[++i]);
+// What the command line asks for: mptrain's own options, and the rest as deck overrides.
+struct Command {
+  std::string deck;                    // DECK
+  std::vector<std::string> overrides;  // --section.key=value (read_deck checks them)
+  TestHooks hooks;                     // --test-hook=SPEC
+  bool print_deck = false;             // --print-deck[=KEYS]: print, do not train
+  std::optional<std::string> print_keys;  // KEYS; none: the whole deck
+};
+
+// The value of option `name` at args[i] ("--name=V", or "--name V", which consumes args[i+1]);
+// nothing when args[i] is another argument. Throws InputError when the value is missing.
+std::optional<std::string> option_value(const std::vector<std::string>& args, size_t& i,
+                                        const std::string& name, const char* what) {
+  const std::string& a = args[i];
+  if (a.rfind(name + "=", 0) == 0) return a.substr(name.size() + 1);
+  if (a != name) return std::nullopt;
+  if (i + 1 == args.size()) throw InputError(name + " needs a value: " + what);
+  return args[++i];
+}
+
+Command parse_command_line(const std::vector<std::string>& args) {
+  if (args.empty() || args[0].rfind("--", 0) == 0)
+    throw InputError("no deck file given (usage: mptrain DECK [--section.key=value ...])");
+  Command command;
+  command.deck = args[0];
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (auto spec = option_value(args, i, "--test-hook", test_hook_usage)) {
+      command.hooks.add(*spec);
+    } else if (args[i] == "--print-deck" || args[i].rfind("--print-deck=", 0) == 0) {
+      command.print_deck = true;
+      command.print_keys.reset();
+      if (args[i] != "--print-deck") command.print_keys = args[i].substr(13);
     } else {
-      overrides.push_back(args[i]);
+      command.overrides.push_back(args[i]);
     }
   }
-  if (!wanted || args[0] == "-h" || args[0] == "--help") return -1;
-  try {
-    if (args.empty() || args[0].rfind("--", 0) == 0)
-      throw mptrain::InputError("no deck file given (usage: mptrain DECK [--section.key=value ...] "
-                                "--print-deck[=KEYS])");
-    mptrain::TestHooks hooks;
-    for (const std::string& spec : hook_specs) hooks.add(spec);
-    const mptrain::Deck deck = mptrain::read_deck(args[0], overrides);
-    std::string out = keys ? "" : deck.text();
-    for (size_t begin = 0; keys && begin <= keys->size();) {
-      const size_t end = std::min(keys->find(',', begin), keys->size());
-      const std::string key = keys->substr(begin, end - begin);
+  return command;
+}
+
+// mptrain DECK [overrides] --print-deck[=KEYS]: the resolved deck for job scripts, before MPI
+// starts (no launcher, no collectives, no dataset); --test-hook options are checked only.
+int print_deck(const Command& command) {
+  const Deck deck = read_deck(command.deck, command.overrides);
+  if (!command.print_keys) {
+    std::fputs(deck.text().c_str(), stdout);
+  } else {
+    const std::string& keys = *command.print_keys;
+    std::string out;
+    for (size_t begin = 0; begin <= keys.size();) {
+      const size_t end = std::min(keys.find(',', begin), keys.size());
+      const std::string key = keys.substr(begin, end - begin);
       if (key.empty())
-        throw mptrain::InputError("--print-deck=" + *keys + ": an empty key name (the form is "
-                                  "--print-deck=section.key[,section.key...])");
+        throw InputError("--print-deck=" + keys + ": an empty key name (the form is "
+                         "--print-deck=section.key[,section.key...])");
       try {
         out += key + "=" + deck.value(key) + "\n";
-      } catch (const mptrain::InputError& e) {
-        throw mptrain::InputError(std::string("--print-deck: ") + e.what());
+      } catch (const InputError& e) {
+        throw InputError(std::string("--print-deck: ") + e.what());
       }
       begin = end + 1;
     }
     std::fputs(out.c_str(), stdout);
-  } catch (const mptrain::InputError& e) {
-    std::fprintf(stderr, "mptrain: error: %s\n", e.what());
-    return e.code();
   }
-  if (std::fflush(stdout) != 0) {
-    std::perror("mptrain: error: --print-deck: cannot write to standard output");
-    return mptrain::exit_internal;
-  }
-  return mptrain::exit_ok;
+  if (std::fflush(stdout) != 0)
+    throw std::runtime_error("--print-deck: cannot write to standard output");
+  return exit_ok;
 }
+
+bool wants_print_deck(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string a = argv[i]; a == "--print-deck" || a.rfind("--print-deck=", 0) == 0)
+      return true;
+  return false;
+}
+
 }  // namespace
+}  // namespace mptrain
 
 int main(int argc, char** argv) {
-  if (const int code = print_deck_mode({argv + 1, argv + argc}); code >= 0) return code;
-  const bool under_launcher = mptrain::started_by_launcher();  // before MPI_Init
-  mptrain::MpiSession mpi(&argc, &argv);
-  const int rank = mptrain::Comm::world().rank();
-  if (under_launcher) mptrain::start_launcher_watchdog(rank);
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) {
-    if (rank == 0) usage(stdout);
-    return mptrain::exit_ok;
-  }
-  int code = mptrain::exit_ok;
-  try {
-    if (args.empty() || args[0].rfind("--", 0) == 0)
-      throw mptrain::InputError("no deck file given (usage: mptrain DECK [--section.key=value ...])");
-    std::vector<std::string> overrides;
-    mptrain::TestHooks hooks;
-    for (size_t i = 1; i < args.size(); ++i) {
-      if (args[i].rfind("--test-hook=", 0) == 0) {
-        hooks.add(args[i].substr(12));
-      } else if (args[i] == "--test-hook") {
-        if (i + 1 == args.size())
-          throw mptrain::InputError(std::string("--test-hook needs a value: ") +
-                                    mptrain::test_hook_usage);
-        hooks.add(args[++i]);
-      } else {
-        overrides.push_back(args[i]);
-      }
-    }
-    const mptrain::Deck deck = mptrain::read_deck(args[0], overrides);
-    code = mptrain::train(deck, mptrain::Comm::world(), hooks);  // collective
-  } catch (const mptrain::CheckpointWriteError& e) {
-    // Every rank got this error (the save agrees on failures). HDF5 may still hold the broken
-    // file and crash when MPI_Finalize makes it close it, so end here with the right code.
-    if (rank == 0) std::fprintf(stderr, "mptrain: error: %s\n", e.what());
-    std::fflush(stdout);
-    std::fflush(stderr);
-    mptrain::Comm::world().barrier();  // collective: nobody leaves before all have reported
-    std::_Exit(e.code());
-  } catch (const mptrain::InputError& e) {
-    if (rank == 0) std::fprintf(stderr, "mptrain: error: %s\n", e.what());
-    code = e.code();
-  } catch (const std::exception& e) {
-    // Not known to be seen by every rank: take the whole job down rather than risk a hang.
-    mptrain::fatal(__FILE__, __LINE__, std::string("unexpected error: ") + e.what());
-  }
-  std::fflush(stdout);
-  std::fflush(stderr);
-  return code;
+  using namespace mptrain;
+  if (wants_print_deck(argc, argv))  // serial: job scripts ask before they launch
+    return run_program({"mptrain", Program::Mpi::none, usage}, argc, argv,
+                       [](const std::vector<std::string>& args) {
+                         return print_deck(parse_command_line(args));
+                       });
+  const Program program{"mptrain", Program::Mpi::spmd_watched, usage};
+  return run_program(program, argc, argv, [](const std::vector<std::string>& args) {
+    const Command command = parse_command_line(args);
+    const Deck deck = read_deck_everywhere(command.deck, command.overrides);  // collective
+    return train(deck, Comm::world(), command.hooks);                         // collective
+  });
 }
+

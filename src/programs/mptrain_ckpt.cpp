@@ -22,9 +22,11 @@
 //                                          directory or an llm.c model file
 //
 // The attributes are read and checked by the library (read_checkpoint_meta, over a
-// one-process communicator); the tensors are then listed and read whole through HDF5's serial
-// driver, one tensor at a time, so the tool's memory stays at two tensors even for big files.
-// Exit codes follow error.hpp: 2 for a file that cannot be used, 1 for an internal failure.
+// one-process communicator); the tensors are then listed and read whole, one at a time, by the
+// library's CheckpointReader (HDF5's serial driver), so the tool's memory stays at two tensors
+// even for big files.
+// Exit codes and messages follow the programs' common policy (src/programs/program.hpp): 2 and
+// "mptrain-ckpt: error: ..." for a file that cannot be used, 1 for an internal failure.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -35,112 +37,23 @@
 #include <string>
 #include <vector>
 
-#include "io/h5util.hpp"
 #include "mptrain/io/gpt2_formats.hpp"
 #include "mptrain/io/gpt2_tokenizer.hpp"
 #include "mptrain/io/checkpoint.hpp"
+#include "mptrain/io/checkpoint_reader.hpp"
 #include "mptrain/parallel/comm.hpp"
 #include "mptrain/io/deck.hpp"
 #include "mptrain/core/error.hpp"
 #include "mptrain/model/catalogue.hpp"
 #include "mptrain/train/generate.hpp"
+#include "programs/program.hpp"
 
 namespace {
 
 using namespace mptrain;
 
 const std::vector<std::string> model_group = {"/model"};
-const std::vector<std::string> all_groups = {"/model", "/optim/m", "/optim/v"};
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) text += ',';
-    text += std::to_string(shape[i]);
-  }
-  return text + "]";
-}
-
-struct StoredTensor {
-  std::string path;  // e.g. /model/h.0.attn.c_attn.weight
-  std::vector<int64_t> shape;
-  int64_t elements() const {
-    int64_t n = 1;
-    for (auto d : shape) n *= d;
-    return n;
-  }
-};
-
-// Read-only serial access to the tensors of one checkpoint file.
-class TensorFile {
- public:
-  explicit TensorFile(const std::string& path) : path_(path) {
-    try {
-      file_ = h5::open_file(path, H5F_ACC_RDONLY);
-    } catch (const h5::Error& e) {
-      throw CheckpointError(path + ": cannot open: " + e.reason());
-    }
-  }
-  const std::string& path() const { return path_; }
-  hid_t id() const { return file_; }
-
-  // The datasets directly in `group` (e.g. "/optim/m"), by name; none when it is missing.
-  std::vector<StoredTensor> list(const std::string& group) const {
-    std::vector<StoredTensor> tensors;
-    if (!h5::link_exists(file_, group)) return tensors;
-    try {
-      h5::Group g(h5::check(H5Gopen2(file_, group.c_str(), H5P_DEFAULT), "open group"));
-      H5G_info_t info;
-      h5::check(H5Gget_info(g, &info), "group info");
-      for (hsize_t i = 0; i < info.nlinks; ++i) {
-        const ssize_t length = h5::check(H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC,
-                                                            i, nullptr, 0, H5P_DEFAULT),
-                                         "link name");
-        std::string name(static_cast<size_t>(length) + 1, '\0');
-        h5::check(H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(),
-                                     name.size(), H5P_DEFAULT),
-                  "link name");
-        name.resize(static_cast<size_t>(length));
-        const hid_t object = h5::check(H5Oopen(g, name.c_str(), H5P_DEFAULT), "open " + name);
-        const bool is_dataset = H5Iget_type(object) == H5I_DATASET;
-        H5Oclose(object);
-        if (is_dataset) tensors.push_back({group + "/" + name, shape_of(group + "/" + name)});
-      }
-    } catch (const h5::Error& e) {
-      throw CheckpointError(path_ + ": cannot list " + group + ": " + e.what());
-    }
-    return tensors;
-  }
-
-  // The whole tensor as float; CheckpointError (saying whether the checksum failed) if not.
-  std::vector<float> read(const StoredTensor& t) const {
-    std::vector<float> values(static_cast<size_t>(t.elements()));
-    try {
-      h5::Dataset d(h5::check(H5Dopen2(file_, t.path.c_str(), H5P_DEFAULT), "open dataset"));
-      h5::check(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()),
-                "H5Dread");
-    } catch (const h5::Error& e) {
-      const bool checksum = e.reason().find("Fletcher32") != std::string::npos;
-      throw CheckpointError(path_ + ": tensor " + t.path +
-                            (checksum ? ": checksum failed, the file is damaged (" : ": ") +
-                            e.what() + (checksum ? ")" : ""));
-    }
-    return values;
-  }
-
- private:
-  std::vector<int64_t> shape_of(const std::string& dataset) const {
-    h5::Dataset d(h5::check(H5Dopen2(file_, dataset.c_str(), H5P_DEFAULT), "open " + dataset));
-    h5::Dataspace space(h5::check(H5Dget_space(d), "dataspace of " + dataset));
-    const int ndims = h5::check(H5Sget_simple_extent_ndims(space), "rank of " + dataset);
-    std::vector<hsize_t> dims(static_cast<size_t>(ndims));
-    h5::check(H5Sget_simple_extent_dims(space, dims.data(), nullptr), "dims of " + dataset);
-    return std::vector<int64_t>(dims.begin(), dims.end());
-  }
-
-  std::string path_;
-  h5::File file_;
-};
+const std::vector<std::string> all_groups(checkpoint_groups.begin(), checkpoint_groups.end());
 
 // Every non-empty line of `text` with `indent` in front, ending in a newline.
 std::string indented(const std::string& text, const std::string& indent) {
@@ -174,7 +87,7 @@ int run_info(const std::vector<std::string>& args) {
               meta.tokenizer_vocab.empty() ? "" : " ", meta.tokenizer_vocab.c_str());
   std::printf("deck:\n%s", indented(meta.deck_text, "  ").c_str());
 
-  TensorFile file(path);
+  CheckpointReader file(path);
   std::printf("tensors:\n  %-44s %-16s %12s\n", "name", "shape", "elements");
   int64_t count = 0, elements = 0;
   for (const auto& group : all_groups) {
@@ -203,11 +116,28 @@ ModelConfig stored_model(const CheckpointMeta& meta, const std::string& path) {
   return parse_deck_text(text, path + " (stored deck)", {"--data.train=unused"}).model;
 }
 
+// Reads tensor `t` whole: "" when it reads (checksum good) and every value is finite, else
+// the problem.
+std::string check_values(const CheckpointReader& file, const StoredTensor& t) {
+  std::vector<float> values;
+  try {
+    values = file.read(t);
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  int64_t bad = 0, first_bad = -1;
+  for (size_t i = 0; i < values.size(); ++i)
+    if (!std::isfinite(values[i]) && bad++ == 0) first_bad = static_cast<int64_t>(i);
+  if (bad == 0) return "";
+  return t.path + ": " + std::to_string(bad) + " non-finite values (first at flat index " +
+         std::to_string(first_bad) + ")";
+}
+
 int run_verify(const std::vector<std::string>& args) {
   if (args.size() != 1) throw InputError("usage: mptrain-ckpt verify FILE");
   const std::string& path = args[0];
   const CheckpointMeta meta = read_checkpoint_meta(Comm::self(), path);
-  TensorFile file(path);
+  CheckpointReader file(path);
   std::vector<std::string> problems;
 
   // The tensors the stored [model] section implies.
@@ -246,22 +176,8 @@ int run_verify(const std::vector<std::string>& args) {
                              shape_text(it->second));
         }
       }
-      try {
-        const std::vector<float> values = file.read(t);
-        int64_t bad = 0, first_bad = -1;
-        for (size_t i = 0; i < values.size(); ++i) {
-          if (!std::isfinite(values[i])) {
-            if (bad++ == 0) first_bad = static_cast<int64_t>(i);
-          }
-        }
-        if (bad > 0) {
-          problems.push_back(t.path + ": " + std::to_string(bad) +
-                             " non-finite values (first at flat index " +
-                             std::to_string(first_bad) + ")");
-        }
-      } catch (const CheckpointError& e) {
-        problems.push_back(e.what());
-      }
+      const std::string damage = check_values(file, t);
+      if (!damage.empty()) problems.push_back(damage);
       ++tensors;
       elements += t.elements();
     }
@@ -328,11 +244,16 @@ int diff_state(const CheckpointMeta& a, const CheckpointMeta& b) {
   return differing;
 }
 
-int run_diff(const std::vector<std::string>& args) {
-  const char* usage = "usage: mptrain-ckpt diff A B [--tol X] [--model-only] [--state]";
-  std::vector<std::string> files;
+struct DiffOptions {
+  std::vector<std::string> files;  // A and B
   double tol = 0.0;
   bool model_only = false, state = false;
+};
+
+DiffOptions parse_diff_options(const std::vector<std::string>& args) {
+  const char* usage = "usage: mptrain-ckpt diff A B [--tol X] [--model-only] [--state]";
+  DiffOptions o;
+  auto& [files, tol, model_only, state] = o;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string value;
     if (args[i] == "--model-only" || args[i] == "--state") {
@@ -359,7 +280,11 @@ int run_diff(const std::vector<std::string>& args) {
     }
   }
   if (files.size() != 2) throw InputError(usage);
+  return o;
+}
 
+int run_diff(const std::vector<std::string>& args) {
+  const auto [files, tol, model_only, state] = parse_diff_options(args);
   const CheckpointMeta meta_a = read_checkpoint_meta(Comm::self(), files[0]);
   const CheckpointMeta meta_b = read_checkpoint_meta(Comm::self(), files[1]);
   std::printf("A  %s (step %ld, %s)\nB  %s (step %ld, %s)\n", files[0].c_str(), meta_a.step,
@@ -367,7 +292,7 @@ int run_diff(const std::vector<std::string>& args) {
   if (meta_a.model_text != meta_b.model_text) std::printf("note: the [model] sections differ\n");
   if (meta_a.tokens_seen != meta_b.tokens_seen) std::printf("note: tokens_seen differs\n");
 
-  TensorFile a(files[0]), b(files[1]);
+  CheckpointReader a(files[0]), b(files[1]);
   std::printf("%-44s %-16s %12s %12s  %s\n", "tensor", "shape", "max_abs", "max_rel", "result");
   int differing = 0, compared = 0;
   for (const auto& group : model_only ? model_group : all_groups) {
@@ -416,7 +341,7 @@ int run_diff(const std::vector<std::string>& args) {
 // one (older checkpoints, imported weights): told from the vocabulary (the rows of wte):
 // GPT-2's 50257 tokens or 256 bytes.
 std::string guess_tokenizer(const std::string& file) {
-  for (const auto& t : TensorFile(file).list("/model")) {
+  for (const auto& t : CheckpointReader(file).list("/model")) {
     if (t.path != "/model/wte" || t.shape.empty()) continue;
     if (t.shape[0] == 50257) return "gpt2";
     if (t.shape[0] == 256) return "bytes";
@@ -561,42 +486,30 @@ const Subcommand subcommands[] = {
      run_export},
 };
 
-void print_usage(std::FILE* out) {
-  std::fprintf(out, "usage: mptrain-ckpt COMMAND ARGS\n");
-  for (const auto& s : subcommands) std::fprintf(out, "  mptrain-ckpt %s\n", s.usage);
+std::string usage_text() {
+  std::string text = "usage: mptrain-ckpt COMMAND ARGS";
+  for (const auto& s : subcommands) text += std::string("\n  mptrain-ckpt ") + s.usage;
+  return text;
 }
+
+void print_usage(std::FILE* out) { std::fprintf(out, "%s\n", usage_text().c_str()); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  mptrain::MpiSession session(&argc, &argv);
-  if (argc < 2) {
-    print_usage(stderr);
-    return mptrain::exit_bad_input;
-  }
-  const std::string command = argv[1];
-  if (command == "-h" || command == "--help" || command == "help") {
-    print_usage(stdout);
-    return mptrain::exit_ok;
-  }
-  const std::vector<std::string> args(argv + 2, argv + argc);
-  for (const auto& s : subcommands) {
-    if (command != s.name) continue;
-    try {
-      const int code = s.run(args);
-      std::fflush(stdout);
-      return code;
-    } catch (const mptrain::InputError& e) {
-      std::fflush(stdout);
-      std::fprintf(stderr, "mptrain-ckpt: %s\n", e.what());
-      return e.code();
-    } catch (const std::exception& e) {
-      std::fflush(stdout);
-      std::fprintf(stderr, "mptrain-ckpt: internal error: %s\n", e.what());
-      return mptrain::exit_internal;
+  const Program program{"mptrain-ckpt", Program::Mpi::one_process, print_usage};
+  return run_program(program, argc, argv, [](const std::vector<std::string>& args) {
+    if (args.empty()) {
+      print_usage(stderr);
+      return int(exit_bad_input);
     }
-  }
-  std::fprintf(stderr, "mptrain-ckpt: unknown command '%s'\n", command.c_str());
-  print_usage(stderr);
-  return mptrain::exit_bad_input;
+    if (args[0] == "help") {
+      print_usage(stdout);
+      return int(exit_ok);
+    }
+    const std::vector<std::string> rest(args.begin() + 1, args.end());
+    for (const auto& s : subcommands)
+      if (args[0] == s.name) return s.run(rest);
+    throw InputError("unknown command '" + args[0] + "'\n" + usage_text());
+  });
 }

@@ -17,7 +17,7 @@
 // It runs as one ordinary process (no MPI calls; datasets are written with HDF5's serial
 // driver; the GPT-2 tokenizer uses OpenMP threads, --threads or OMP_NUM_THREADS). Mistakes
 // print one line and exit with status 2, like every mptrain program's input errors; a failed
-// run leaves no output file behind.
+// run leaves no output file behind (src/programs/program.hpp: "mptrain-prep: error: ...").
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <chrono>
@@ -35,6 +35,7 @@
 #include "mptrain/io/token_import.hpp"
 #include "mptrain/io/data.hpp"
 #include "mptrain/core/error.hpp"
+#include "programs/program.hpp"
 
 namespace po = boost::program_options;
 using mptrain::InputError;
@@ -141,7 +142,7 @@ void check_paths(const Options& o) {
 }
 
 // Returns false when only help was asked for. Throws InputError for any mistake.
-bool parse_arguments(int argc, char** argv, Options& options) {
+bool parse_arguments(const std::vector<std::string>& args, Options& options) {
   po::options_description visible = visible_options(options);
   po::options_description all;
   all.add(visible).add_options()("input", po::value<std::vector<std::string>>(&options.inputs),
@@ -151,7 +152,7 @@ bool parse_arguments(int argc, char** argv, Options& options) {
 
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
     throw InputError(std::string(e.what()) + "\n" + usage);
@@ -330,22 +331,13 @@ int run_import(const Options& o) {
   return mptrain::exit_ok;
 }
 
-int run(int argc, char** argv) {
-  Options options;
-  if (!parse_arguments(argc, argv, options)) return mptrain::exit_ok;
-  return options.import_format.empty() ? run_text(options) : run_import(options);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const InputError& e) {
-    std::fprintf(stderr, "mptrain-prep: %s\n", e.what());
-    return e.code();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mptrain-prep: internal error: %s\n", e.what());
-    return mptrain::exit_internal;
-  }
+  const mptrain::Program program{"mptrain-prep", mptrain::Program::Mpi::none};
+  return mptrain::run_program(program, argc, argv, [](const std::vector<std::string>& args) {
+    Options options;
+    if (!parse_arguments(args, options)) return int(mptrain::exit_ok);  // only --help
+    return options.import_format.empty() ? run_text(options) : run_import(options);
+  });
 }

@@ -2,22 +2,12 @@
 // when the step needs them and handed to the pipeline schedule.
 #include "mptrain/train/batches.hpp"
 
-#include <climits>
 #include <span>
 
 #include "mptrain/core/error.hpp"
 #include "mptrain/train/run.hpp"
 
 namespace mptrain {
-
-void throw_if_any_rank_failed(const Comm& comm, const std::string& problem) {
-  // One int all-reduced when all is well; the message travels only on failure. (To become
-  // Comm::agree when it exists.)
-  int first_failed = problem.empty() ? INT_MAX : comm.rank();
-  comm.allreduce_min(std::span<int>(&first_failed, 1));  // collective
-  if (first_failed == INT_MAX) return;
-  throw InputError(comm.bcast_string(problem, first_failed));  // collective
-}
 
 BatchRows read_batch_rows(const Grid& grid, const TokenDataset& data,
                           const SequentialSampler& sampler, std::vector<int32_t>& buffer) {
@@ -29,14 +19,10 @@ BatchRows read_batch_rows(const Grid& grid, const TokenDataset& data,
   const TokenRange span = sampler.row_tokens(long(grid.dp_rank()) * rows, rows);
   const uint64_t from = span.begin + (first ? 0 : 1);
   const uint64_t count = first && last ? n + 1 : n;
-  std::string problem;
   buffer.resize(first || last ? count : 0);
-  if (first || last) try {
-      data.read(from, buffer);
-    } catch (const InputError& e) {
-      problem = e.what();
-    }
-  throw_if_any_rank_failed(grid.world(), problem);  // collective over the world
+  agree_on<InputError>(grid.world(), [&] {  // collective over the world
+    if (first || last) data.read(from, buffer);
+  });
   BatchRows out;
   if (first) out.inputs = std::span<const int32_t>(buffer.data(), n);
   if (last) out.targets = std::span<const int32_t>(buffer.data() + (first ? 1 : 0), n);

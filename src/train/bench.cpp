@@ -54,36 +54,35 @@ void TimingBackend::reset_times() {
   for (auto& [key, stat] : gemms_) stat = Stat{};
 }
 
-float* TimingBackend::alloc(size_t n) {
-  float* p = inner_->alloc(n);
-  sizes_[p] = n * sizeof(float);
-  live_bytes_ += n * sizeof(float);
+void TimingBackend::allocated(const void* p, size_t bytes) {
+  sizes_[p] = bytes;
+  live_bytes_ += bytes;
   peak_bytes_ = std::max(peak_bytes_, live_bytes_);
   ++allocations_;
+}
+void TimingBackend::releasing(const void* p) {
+  auto it = sizes_.find(p);
+  if (it == sizes_.end()) return;
+  live_bytes_ -= it->second;
+  sizes_.erase(it);
+}
+
+float* TimingBackend::alloc(size_t n) {
+  float* p = inner_->alloc(n);
+  allocated(p, n * sizeof(float));
   return p;
 }
 void TimingBackend::release(float* p) {
-  auto it = sizes_.find(p);
-  if (it != sizes_.end()) {
-    live_bytes_ -= it->second;
-    sizes_.erase(it);
-  }
+  releasing(p);
   inner_->release(p);
 }
 int32_t* TimingBackend::alloc_int(size_t n) {
   int32_t* p = inner_->alloc_int(n);
-  sizes_[p] = n * sizeof(int32_t);
-  live_bytes_ += n * sizeof(int32_t);
-  peak_bytes_ = std::max(peak_bytes_, live_bytes_);
-  ++allocations_;
+  allocated(p, n * sizeof(int32_t));
   return p;
 }
 void TimingBackend::release_int(int32_t* p) {
-  auto it = sizes_.find(p);
-  if (it != sizes_.end()) {
-    live_bytes_ -= it->second;
-    sizes_.erase(it);
-  }
+  releasing(p);
   inner_->release_int(p);
 }
 

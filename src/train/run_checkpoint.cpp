@@ -10,10 +10,6 @@
 
 namespace mptrain {
 
-std::string Run::layout_text() const {
-  return grid.layout().str() + " zero=" + std::to_string(deck.optim.zero);
-}
-
 namespace {
 
 std::vector<TensorIO> tensor_views(const ParamSet& params, std::vector<float>& host) {

@@ -1,6 +1,7 @@
-// The training driver: deck -> layout check -> grid -> data -> backend -> model -> restart ->
-// steps -> summary. Preemption signals are noticed at step boundaries by an all-reduce of a
-// flag, so every rank stops at the same step even when only some of them got the signal.
+// The training driver: the run built (build_run, src/train/run.cpp) -> restart -> steps
+// (train_step, then the bad-step count, validation, logging and checkpoints) -> summary.
+// Preemption signals are noticed at step boundaries by an all-reduce of a flag, so every rank
+// stops at the same step even when only some of them got the signal.
 #include "mptrain/train/trainer.hpp"
 
 #include <csignal>
@@ -45,10 +46,6 @@ void pause_for_signal(long step, int rank) {
   std::fflush(stdout);
   while (preemption_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
-
-}  // namespace
-
-namespace {
 
 void add_delta(CommCounters& total, const CommCounters& after, const CommCounters& before) {
   for (int a = 0; a < n_axes; ++a) {
@@ -110,84 +107,94 @@ bool stop_on_signal(Run& run) {
   return true;
 }
 
-void print_summary(Run& run, const CommCounters& measured, long steps_run, double seconds) {
+// Where the steps of train() stand.
+struct Progress {
+  CommCounters traffic;  // what this rank sent during the steps trained, summed
+  long steps_run = 0;    // steps trained by this process (not restored)
+  long bad_steps = 0;    // consecutive non-finite steps
+  double last_loss = 0;
+  Stopwatch clock;       // since the first step
+};
+
+// Not collective: counts a step whose loss or gradient norm is not finite (rank 0 reports it)
+// and returns true when that makes [train] max_bad_steps in a row (rank 0 says the run stops).
+bool too_many_bad_steps(const Run& run, const StepResult& step, Progress& progress) {
+  if (step.report.applied && std::isfinite(step.loss)) {
+    progress.bad_steps = 0;
+    return false;
+  }
+  const long bad = ++progress.bad_steps, limit = run.deck.train.max_bad_steps;
   if (run.is_root())
-    std::printf("run summary: %ld steps in %s on %s\n", steps_run,
-                format_duration(seconds).c_str(), run.layout_text().c_str());
-  report_communication(run, measured, steps_run);  // collective
+    std::fprintf(stderr, "mptrain: step %ld: non-finite %s; update skipped (%ld in a row, "
+                 "limit %ld)\n", run.step, step.report.applied ? "loss" : "gradient norm", bad,
+                 limit);
+  if (bad < limit) return false;
+  if (run.is_root())
+    std::fprintf(stderr, "mptrain: stopping after %ld consecutive non-finite steps; the last "
+                 "good checkpoint (%s) is kept\n", bad,
+                 run.last_saved_step >= 0 ? ("step " + std::to_string(run.last_saved_step)).c_str()
+                                          : "none written");
+  return true;
+}
+
+// Collective over the world: the step's validation loss (when due), its console line (rank 0,
+// when due) and its CSV row (rank 0, when there is a CSV).
+void log_step(Run& run, const StepResult& step, double seconds, const Progress& progress,
+              MetricsCsv* csv) {
+  const Deck& d = run.deck;
+  const double tokens = double(d.train.global_batch * long(d.model.seq_len));
+  StepMetrics m{run.step, step.loss, step.report.lr, step.report.grad_norm, tokens / seconds,
+                seconds * 1e3, std::nullopt};
+  if (run.val_data && d.data.val_every > 0 &&
+      (run.step % d.data.val_every == 0 || run.step == d.train.steps))
+    m.val_loss = validation_loss(run);  // collective
+  if (run.is_root() && (run.step % d.log.every == 0 || run.step == d.train.steps)) {
+    const double eta =
+        progress.clock.seconds() / progress.steps_run * double(d.train.steps - run.step);
+    std::printf("%s\n", format_step_line(m, d.train.steps, eta).c_str());
+    std::fflush(stdout);
+  }
+  if (csv) csv->write(m);
+}
+
+// Collective over the world: the run's header (rank 0), the restart, the metrics CSV (opened
+// on rank 0, its failure every rank's) and the step-0 checkpoint when asked for.
+std::unique_ptr<MetricsCsv> start(Run& run) {
+  const Deck& d = run.deck;
+  if (run.is_root()) {
+    std::printf("mptrain: %d ranks, layout %s, backend %s (%d threads/rank)\n",
+                run.grid.world().size(), run.layout_text().c_str(), run.backend->name().c_str(),
+                run.backend->threads());
+    std::printf("---- resolved deck ----\n%s-----------------------\n", d.text().c_str());
+    std::fflush(stdout);
+  }
+  run.restart();  // collective
+  std::unique_ptr<MetricsCsv> csv;
+  agree_on<InputError>(run.grid.world(), [&] {  // collective over the world
+    if (run.is_root() && !d.log.metrics.empty())
+      csv = std::make_unique<MetricsCsv>(d.log.metrics, run.step);
+  });
+  if (d.checkpoint.save_initial && run.step == 0) run.save_checkpoint();  // collective
+  return csv;
+}
+
+// Collective over the world, at the end of a run that trained to the last step: the final
+// checkpoint (unless just saved), the run summary with the communication check, the final loss.
+void finish(Run& run, const Progress& progress) {
+  if (run.last_saved_step != run.step) run.save_checkpoint();  // collective
+  if (run.is_root())
+    std::printf("run summary: %ld steps in %s on %s\n", progress.steps_run,
+                format_duration(progress.clock.seconds()).c_str(), run.layout_text().c_str());
+  report_communication(run, progress.traffic, progress.steps_run);  // collective
+  if (!run.is_root()) return;
+  if (progress.steps_run > 0)
+    std::printf("final loss %.6f\n", progress.last_loss);
+  else
+    std::printf("nothing to train: the run is already at step %ld of %ld\n", run.step,
+                run.deck.train.steps);
 }
 
 }  // namespace
-
-std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& options) {
-  const Layout layout = resolve_layout(deck, world.size());  // pure: throws before collectives
-  Deck resolved = deck;
-  resolved.parallel.dp = layout.dp;
-  auto run = std::make_unique<Run>(resolved, std::move(world), layout);  // collective
-  Run& r = *run;
-  r.hooks = options.hooks;
-  r.train_data = options.train_data ? *options.train_data
-                                     : TokenDataset::open(r.grid.world(), deck.data.train);  // collective
-  ModelConfig& mc = r.deck.model;
-  if (mc.vocab_size == 0) mc.vocab_size = r.train_data.vocab_size();
-  if (mc.vocab_size < r.train_data.vocab_size())
-    throw InputError("[model] vocab_size = " + std::to_string(mc.vocab_size) + " is smaller than "
-                     "the dataset's vocab_size " + std::to_string(r.train_data.vocab_size()) +
-                     " (" + deck.data.train + "); use 0 to take it from the dataset");
-  const long G = deck.train.global_batch;
-  if (!SequentialSampler::fits(r.train_data.size(), G, mc.seq_len))
-    throw InputError(deck.data.train + ": " + std::to_string(r.train_data.size()) +
-                     " tokens, fewer than one global batch needs (global_batch * seq_len + 1 = " +
-                     std::to_string(G * mc.seq_len + 1) + ")");
-  if (!deck.data.val.empty()) {
-    r.val_data = TokenDataset::open(r.grid.world(), deck.data.val);  // collective
-    if (r.val_data->vocab_size() > mc.vocab_size)
-      throw InputError(deck.data.val + ": vocab_size " + std::to_string(r.val_data->vocab_size()) +
-                       " exceeds the model's " + std::to_string(mc.vocab_size));
-    if (!SequentialSampler::fits(r.val_data->size(), G, mc.seq_len))
-      throw InputError(deck.data.val + ": fewer tokens than one global batch needs");
-  }
-  const Comm node = r.grid.world().split_node();  // collective
-  CudaOptions cuda;
-  cuda.tf32 = deck.device.precision == "tf32";
-  cuda.bf16 = deck.device.precision == "bf16";
-  r.backend = select_backend(deck.device.backend, deck.device.threads, node.rank(), node.size(), cuda);
-  if (options.wrap_backend) r.backend = options.wrap_backend(std::move(r.backend));
-  const int micro_batches = int(G / (long(layout.dp) * deck.parallel.micro_batch));
-  const int slots = std::min(micro_batches, layout.pp);
-  r.model = std::make_unique<Model>(*r.backend, r.grid, mc, deck.parallel.micro_batch, slots,
-                                    deck.train.seed);
-  r.optimizer = std::make_unique<Optimizer>(*r.backend, r.grid, r.model->params(), deck.optim,
-                                            deck.parallel.bucket_mb);
-  r.schedule = std::make_unique<PipelineSchedule>(*r.backend, *r.model, r.grid, G,
-                                                  deck.parallel.micro_batch);
-  if (deck.data.sampler == "shuffle")
-    r.sampler = std::make_unique<ShuffleSampler>(r.train_data.size(), G, mc.seq_len, deck.train.seed);
-  else
-    r.sampler = std::make_unique<SequentialSampler>(r.train_data.size(), G, mc.seq_len);
-  return run;
-}
-
-Layout resolve_layout(const Deck& deck, int world_size) {
-  Layout layout{deck.parallel.tp, deck.parallel.pp, deck.parallel.dp};
-  if (layout.dp == 0) {
-    const int tp_pp = layout.tp * layout.pp;
-    if (world_size % tp_pp != 0)
-      throw InputError("[parallel] tp * pp = " + std::to_string(tp_pp) + " does not divide the " +
-                       std::to_string(world_size) + " ranks of this job; launch a multiple of " +
-                       std::to_string(tp_pp) + " ranks");
-    layout.dp = world_size / tp_pp;
-  }
-  LayoutRequirements req;
-  req.world_size = world_size;
-  req.n_head = deck.model.n_head;
-  req.n_layer = deck.model.n_layer;
-  req.global_batch = deck.train.global_batch;
-  req.micro_batch = deck.parallel.micro_batch;
-  const std::string problem = check_layout(layout, req);
-  if (!problem.empty()) throw InputError(problem);
-  return layout;
-}
 
 void install_preemption_handlers() {
   std::signal(SIGUSR1, on_preemption_signal);
@@ -198,101 +205,32 @@ int train(const Deck& deck, Comm world, const TestHooks& hooks) {
   hooks.check(world.size(), deck.train.steps);  // pure: the same verdict on every rank
   RunOptions options;
   options.hooks = hooks;
-  std::unique_ptr<Run> run_ptr = build_run(deck, std::move(world), options);
+  std::unique_ptr<Run> run_ptr = build_run(deck, std::move(world), options);  // collective
   Run& run = *run_ptr;
   const Deck& d = run.deck;
-  if (run.is_root()) {
-    std::printf("mptrain: %d ranks, layout %s, backend %s (%d threads/rank)\n",
-                run.grid.world().size(), run.layout_text().c_str(), run.backend->name().c_str(),
-                run.backend->threads());
-    std::printf("---- resolved deck ----\n%s-----------------------\n", d.text().c_str());
-    std::fflush(stdout);
-  }
-  run.restart();  // collective
-  const long G = d.train.global_batch, T = d.model.seq_len;
-  std::unique_ptr<MetricsCsv> csv;
-  {
-    // Only rank 0 writes the CSV, but every rank must learn if it cannot.
-    int ok = 1;
-    std::string problem;
-    if (run.is_root() && !d.log.metrics.empty()) try {
-        csv = std::make_unique<MetricsCsv>(d.log.metrics, run.step);
-      } catch (const InputError& e) {
-        ok = 0;
-        problem = e.what();
-      }
-    run.grid.world().allreduce_min(std::span<int>(&ok, 1));  // collective over the world
-    if (!ok) throw InputError(run.grid.world().bcast_string(problem, 0));  // collective
-  }
-  if (d.checkpoint.save_initial && run.step == 0) run.save_checkpoint();  // collective
-
-  const int rank = run.grid.world().rank();
-  CommCounters traffic;
-  long steps_run = 0, bad_steps = 0;
-  double last_loss = 0;
-  const Stopwatch run_clock;
+  const std::unique_ptr<MetricsCsv> csv = start(run);  // collective
+  Progress progress;
   // From here on a signal means "checkpoint at the next step boundary"; before, it still
   // ends the process at once (nothing to save yet, and nothing may hang on it).
   install_preemption_handlers();
   while (run.step < d.train.steps) {
-    at_step_boundary(run, steps_run > 0);
+    at_step_boundary(run, progress.steps_run > 0);
     const CommCounters before = run.grid.counters();
     if (stop_on_signal(run)) return exit_preempted;  // collective over the world
     const Stopwatch step_clock;
-    double loss = run.train_batch();  // collective
-    if (TestHooks::fires(run.hooks.nan, run.step + 1, rank)) run.optimizer->inject_nonfinite_gradient();
-    run.grid.world().allreduce_sum(std::span<double>(&loss, 1));  // collective over the world
-    loss /= double(G * T);
-    const StepReport report = run.optimizer->step(run.step, d.train.steps);  // collective
-    add_delta(traffic, run.grid.counters(), before);
-    ++steps_run;
-    run.sampler->advance();
-    ++run.step;
-    run.tokens_seen += G * T;
+    const StepResult step = train_step(run, d.train.steps);  // collective
+    add_delta(progress.traffic, run.grid.counters(), before);
+    ++progress.steps_run;
     const double seconds = step_clock.seconds();
-    if (!report.applied || !std::isfinite(loss)) {
-      ++bad_steps;
-      if (run.is_root())
-        std::fprintf(stderr, "mptrain: step %ld: non-finite %s; update skipped (%ld in a row, "
-                     "limit %ld)\n", run.step, report.applied ? "loss" : "gradient norm",
-                     bad_steps, d.train.max_bad_steps);
-      if (bad_steps >= d.train.max_bad_steps) {
-        if (run.is_root())
-          std::fprintf(stderr, "mptrain: stopping after %ld consecutive non-finite steps; the last "
-                       "good checkpoint (%s) is kept\n", bad_steps,
-                       run.last_saved_step >= 0 ? ("step " + std::to_string(run.last_saved_step)).c_str()
-                                                : "none written");
-        return exit_numerical;
-      }
-    } else {
-      bad_steps = 0;
-    }
-    last_loss = loss;
-    StepMetrics m{run.step, loss, report.lr, report.grad_norm, double(G * T) / seconds,
-                  seconds * 1e3, std::nullopt};
-    if (run.val_data && d.data.val_every > 0 &&
-        (run.step % d.data.val_every == 0 || run.step == d.train.steps))
-      m.val_loss = validation_loss(run);  // collective
-    if (run.is_root() && (run.step % d.log.every == 0 || run.step == d.train.steps)) {
-      const double eta = run_clock.seconds() / steps_run * double(d.train.steps - run.step);
-      std::printf("%s\n", format_step_line(m, d.train.steps, eta).c_str());
-      std::fflush(stdout);
-    }
-    if (csv) csv->write(m);
+    if (too_many_bad_steps(run, step, progress)) return exit_numerical;
+    progress.last_loss = step.loss;
+    log_step(run, step, seconds, progress, csv.get());  // collective
     // No periodic save while steps are being skipped: the last good checkpoint must survive
     // pruning if the run ends in a numerical failure.
-    if (d.checkpoint.every > 0 && run.step % d.checkpoint.every == 0 && bad_steps == 0)
+    if (d.checkpoint.every > 0 && run.step % d.checkpoint.every == 0 && progress.bad_steps == 0)
       run.save_checkpoint();  // collective
   }
-  if (run.last_saved_step != run.step) run.save_checkpoint();  // collective
-  print_summary(run, traffic, steps_run, run_clock.seconds());  // collective
-  if (run.is_root()) {
-    if (steps_run > 0)
-      std::printf("final loss %.6f\n", last_loss);
-    else
-      std::printf("nothing to train: the run is already at step %ld of %ld\n", run.step,
-                  d.train.steps);
-  }
+  finish(run, progress);  // collective
   return exit_ok;
 }
 

@@ -5,6 +5,7 @@
 // tensors are stored in global coordinates, any layout reads back exactly its own slice.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -21,6 +22,13 @@ namespace mptrain {
 inline constexpr const char* checkpoint_format = "mptrain-checkpoint";
 inline constexpr int checkpoint_format_version = 1;
 
+// The tensor groups of a checkpoint, in the order they are written and read (doc/DESIGN.md §4).
+inline constexpr std::array<const char*, 3> checkpoint_groups = {"/model", "/optim/m",
+                                                                 "/optim/v"};
+
+// A shape as messages write it: "[3,4]".
+std::string shape_text(const std::vector<int64_t>& shape);
+
 // A checkpoint that cannot be used (missing, truncated, corrupted, wrong format or version,
 // missing tensor, shape mismatch). what() names the file and the problem.
 class CheckpointError : public InputError {
@@ -30,7 +38,7 @@ class CheckpointError : public InputError {
 
 // A save that failed part-way through (disk full, I/O error). The previous checkpoints are
 // intact, but HDF5 may still hold the half-written file, and closing it again at MPI_Finalize
-// can crash: the program should end without finalising (see mptrain_main.cpp).
+// can crash: the program should end without finalising (src/programs/program.hpp does).
 class CheckpointWriteError : public CheckpointError {
  public:
   using CheckpointError::CheckpointError;

@@ -103,6 +103,13 @@ class Comm {
   std::string bcast_string(const std::string& s, int root) const;  // collective
   // Collective: every rank's string, indexed by rank (MPI_Allgather of sizes + MPI_Allgatherv).
   std::vector<std::string> allgather_strings(const std::string& s) const;
+  // Collective: the one primitive for "every rank fails together". `local_error` is this
+  // rank's failure ("" when it did not fail). Returns, on every rank, "" when no rank failed,
+  // else the message of the lowest failing rank, so that a failure seen by some ranks only
+  // becomes everyone's, reported once and the same everywhere, and no rank is left waiting in a
+  // collective its peers abandoned. An all-reduce of one int (MPI_MIN) when nothing failed,
+  // then a broadcast of the message when something did. See also agree_or_throw, agree_on.
+  std::string agree(const std::string& local_error) const;
   // Point to point (not collective). isend's buffer must stay alive until the request completes.
   Request isend(std::span<const float> data, int dest, int tag) const;
   // The same, sending all of *buffer, which the returned request holds until the send has
@@ -127,5 +134,27 @@ class Comm {
   explicit Comm(std::shared_ptr<Impl> impl);
   friend class Request;
 };
+
+// Collective over comm: Comm::agree; when any rank failed, every rank throws Error(message)
+// with the lowest failing rank's message.
+template <class Error>
+void agree_or_throw(const Comm& comm, const std::string& local_error) {
+  std::string message = comm.agree(local_error);
+  if (!message.empty()) throw Error(message);
+}
+
+// Collective over comm: runs step() on this rank and agrees on how it went. When step() threw
+// an Error on any rank, every rank throws Error with the lowest failing rank's message.
+// Exceptions of other types pass through without agreement (they are bugs: the fatal path).
+template <class Error, class Step>
+void agree_on(const Comm& comm, Step&& step) {
+  std::string error;
+  try {
+    step();
+  } catch (const Error& e) {
+    error = *e.what() ? e.what() : "unspecified error";
+  }
+  agree_or_throw<Error>(comm, error);
+}
 
 }  // namespace mptrain

@@ -26,8 +26,4 @@ namespace mptrain {
 BatchRows read_batch_rows(const Grid& grid, const TokenDataset& data,
                           const SequentialSampler& sampler, std::vector<int32_t>& buffer);
 
-// Collective over comm: returns when `problem` is empty on every rank, else throws on every
-// rank an InputError with the problem of the lowest rank that has one.
-void throw_if_any_rank_failed(const Comm& comm, const std::string& problem);
-
 }  // namespace mptrain

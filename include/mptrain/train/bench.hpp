@@ -130,6 +130,8 @@ class TimingBackend final : public Backend {
  private:
   template <class F>
   void timed(OpKind kind, F&& f);
+  void allocated(const void* p, size_t bytes);  // the memory counts of alloc*()
+  void releasing(const void* p);                // and of release*()
   std::unique_ptr<Backend> inner_;
   std::array<Stat, n_op_kinds> kinds_{};
   std::map<GemmKey, Stat> gemms_;

@@ -1,6 +1,8 @@
-// One training run's state, shared by the driver (trainer.cpp) and the checkpoint glue
-// (run_checkpoint.cpp): the grid, backend, data, model, optimizer and schedule, and where the
-// run stands (step, tokens, sampler position).
+// One training run: its state (the grid, backend, data, model, optimizer and schedule, and
+// where the run stands: step, tokens, sampler position), how it is built from a deck, and the
+// one training step that both mptrain (src/train/trainer.cpp) and mptrain-bench
+// (src/train/benchmark.cpp) run. Built in src/train/run.cpp; its checkpoint glue is in
+// src/train/run_checkpoint.cpp.
 #pragma once
 
 #include <functional>
@@ -76,6 +78,10 @@ StepTraffic analytic_traffic(const Run& run);
 // or "comm-check: MISMATCH ...".
 void report_communication(const Run& run, const CommCounters& measured, long steps_run);
 
+// The layout a deck asks for on `world_size` ranks (dp = 0 derived), checked against the
+// model and batch. Pure; throws InputError with the message of check_layout().
+Layout resolve_layout(const Deck& deck, int world_size);
+
 // What build_run() may do differently from training (the benchmark uses both).
 struct RunOptions {
   // Used instead of loading [data] train (then [data] train is only a name).
@@ -91,5 +97,17 @@ struct RunOptions {
 // optimizer -> schedule, exactly as mptrain trains. Throws InputError (on every rank) for
 // problems with the deck or the data.
 std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& options = {});
+
+// What one training step gave.
+struct StepResult {
+  double loss = 0;    // the mean cross-entropy over every token of the global batch
+  StepReport report;  // the optimizer's: gradient norm, learning rate, whether it applied
+};
+
+// Collective over the world: one training step, the only one there is (mptrain trains with
+// it, mptrain-bench times it): the 1F1B batch of the schedule (forward, backward, gradient
+// reductions), the nan:S test hook, the loss all-reduce, the optimizer step on a schedule of
+// `total_steps` steps; then the sampler, run.step and run.tokens_seen advance.
+StepResult train_step(Run& run, long total_steps);
 
 }  // namespace mptrain

@@ -14,10 +14,6 @@
 
 namespace mptrain {
 
-// The layout a deck asks for on `world_size` ranks (dp = 0 derived), checked against the
-// model and batch. Pure; throws InputError with the message of check_layout().
-Layout resolve_layout(const Deck& deck, int world_size);
-
 // Installs the SIGUSR1/SIGTERM handlers that request a checkpoint-and-exit at the next step
 // boundary (what Slurm sends before a time limit or preemption).
 void install_preemption_handlers();
