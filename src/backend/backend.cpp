@@ -3,6 +3,11 @@
 // pass over memory instead of two or three) overrides them.
 #include "mptrain/backend/backend.hpp"
 
+#include <algorithm>
+#include <string>
+
+#include "mptrain/core/error.hpp"
+
 namespace mptrain {
 
 void Backend::add_bias_residual(float* out, const float* bias, const float* res, int rows,
@@ -36,6 +41,21 @@ void Backend::adamw_step(float* param, float* grad, float* m, float* v, size_t n
   if (grad_scale != 1.0f) scale(grad, grad_scale, n);
   adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, t);
   if (zero_grad) fill(grad, 0.0f, n);
+}
+
+bool check_gemm_call(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda,
+                     const float* b, int ldb, const float* c, int ldc) {
+  const int a_cols = trans_a ? m : k;  // A is stored (k, m) when transposed, else (m, k)
+  const int b_cols = trans_b ? k : n;
+  if (m < 0 || n < 0 || k < 0 || lda < std::max(1, a_cols) || ldb < std::max(1, b_cols) ||
+      ldc < std::max(1, n))
+    MPT_FATAL("gemm: bad shape m=" + std::to_string(m) + " n=" + std::to_string(n) +
+              " k=" + std::to_string(k) + " lda=" + std::to_string(lda) +
+              " ldb=" + std::to_string(ldb) + " ldc=" + std::to_string(ldc) +
+              (trans_a ? " A^T" : " A") + (trans_b ? " B^T" : " B"));
+  if (m == 0 || n == 0) return false;
+  MPT_CHECK(c != nullptr && (k == 0 || (a != nullptr && b != nullptr)), "gemm: null operand");
+  return true;
 }
 
 }  // namespace mptrain

@@ -4,8 +4,6 @@
 
 #include <cstdio>
 
-#include "mptrain/parallel/comm.hpp"
-
 namespace mptrain {
 
 namespace {
@@ -20,7 +18,7 @@ void fatal(const char* file, int line, const std::string& message, const std::st
   std::fprintf(stderr, "mptrain: rank %d: %s:%d: %s\n", error_rank, file, line, message.c_str());
   if (!hint.empty()) std::fprintf(stderr, "mptrain:   hint: %s\n", hint.c_str());
   std::fflush(stderr);
-  Comm::abort_all(exit_internal);
+  abort_job(exit_internal);
 }
 
 }  // namespace mptrain

@@ -283,7 +283,7 @@ CheckpointMeta read_meta(hid_t file, const std::string& path) {
 // Collective: opens `path` read-only with MPI-IO on comm; every rank throws the same
 // CheckpointError when it cannot.
 h5::File open_for_reading(const Comm& comm, const std::string& path) {
-  h5::PropList fapl(comm.make_hdf5_mpio_fapl());  // collective
+  h5::PropList fapl = h5::mpio_file_access(comm);  // collective
   h5::File file;
   agree(comm, attempt(path, [&] {
           try {
@@ -311,7 +311,7 @@ uint64_t write_checkpoint(const Comm& comm, const std::string& path,
   const CheckpointMeta meta = meta_from_rank0(comm, meta_in);
   agree(comm, check_free_space(comm, path, list));
 
-  h5::PropList fapl(comm.make_hdf5_mpio_fapl());  // collective
+  h5::PropList fapl = h5::mpio_file_access(comm);  // collective
   h5::File file;  // declared before every object in it, so closed after them
   agree(comm, attempt(path, [&] {
           try {

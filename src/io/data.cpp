@@ -152,7 +152,7 @@ h5::File open_file(const Comm& comm, const std::string& path) {
                                                                       : nullptr;
   agree_or_throw<InputError>(comm, problem ? dataset_prefix(path) + problem : "");  // collective
   h5::quiet();
-  h5::PropList fapl(comm.make_hdf5_mpio_fapl());
+  h5::PropList fapl = h5::mpio_file_access(comm);
   try {
     return h5::open_file(path, H5F_ACC_RDONLY, fapl);
   } catch (const h5::Error& e) {

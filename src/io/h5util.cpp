@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "mptrain/parallel/comm.hpp"
+
 namespace mptrain::h5 {
 
 Error::Error(std::string operation, std::string reason)
@@ -52,6 +54,17 @@ std::string last_error() {
 }
 
 void throw_error(const std::string& what) { throw Error(what, last_error()); }
+
+PropList mpio_file_access(const Comm& comm) {
+  PropList fapl(check(H5Pcreate(H5P_FILE_ACCESS), "file access list"));
+  // hdf5.h of a parallel build brings mpi.h: the handle is an MPI_Comm.
+  const MPI_Comm mpi_comm = *static_cast<const MPI_Comm*>(comm.native_handle());
+  check(H5Pset_fapl_mpio(fapl, mpi_comm, MPI_INFO_NULL), "MPI-IO file access");
+  // Metadata reads and writes as collectives: one rank reads, all receive (scales with ranks).
+  check(H5Pset_all_coll_metadata_ops(fapl, true), "collective metadata reads");
+  check(H5Pset_coll_metadata_write(fapl, true), "collective metadata writes");
+  return fapl;
+}
 
 File open_file(const std::string& path, unsigned flags, hid_t fapl) {
   quiet();

@@ -20,7 +20,7 @@
 //     attributes, has_attr(), and link_exists() for a path in a file.
 //
 // Including this header includes <hdf5.h>, which (parallel build) includes <mpi.h> itself; the
-// code using it never calls MPI: parallel access goes through Comm::make_hdf5_mpio_fapl().
+// code using it never calls MPI: parallel access goes through mpio_file_access(), which only hands Comm's handle on.
 #pragma once
 
 #include <hdf5.h>
@@ -30,6 +30,10 @@
 #include <string>
 #include <vector>
 #include <utility>
+
+namespace mptrain {
+class Comm;
+}
 
 namespace mptrain::h5 {
 
@@ -108,8 +112,12 @@ using PropList = Handle<H5Pclose>;
 using Datatype = Handle<H5Tclose>;
 using Object = Handle<H5Oclose>;  // from H5Oopen, when the kind of object is not known yet
 
-// Files. fapl = H5P_DEFAULT gives the serial (sec2) driver; pass the list from
-// Comm::make_hdf5_mpio_fapl() for collective parallel access. Both call quiet() first and throw
+// Collective over comm: a file-access property list for collective parallel access through
+// MPI-IO on comm (H5Pset_fapl_mpio), with collective metadata reads and writes.
+PropList mpio_file_access(const Comm& comm);
+
+// Files. fapl = H5P_DEFAULT gives the serial (sec2) driver; pass mpio_file_access(comm) for
+// collective parallel access. Both call quiet() first and throw
 // Error("open FILE" / "create FILE", reason).
 File open_file(const std::string& path, unsigned flags /* H5F_ACC_RDONLY or _RDWR */,
                hid_t fapl = H5P_DEFAULT);

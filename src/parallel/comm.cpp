@@ -5,7 +5,6 @@
 // the payload this rank hands to each call (element count times element size).
 #include "mptrain/parallel/comm.hpp"
 
-#include <hdf5.h>
 #include <mpi.h>
 
 #include <cstdlib>
@@ -323,14 +322,8 @@ void Comm::abort_all(int code) {
 
 double Comm::wtime() { return MPI_Wtime(); }
 
-int64_t Comm::make_hdf5_mpio_fapl() const {
-  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-  MPT_CHECK(fapl >= 0, "H5Pcreate(H5P_FILE_ACCESS) failed");
-  MPT_CHECK(H5Pset_fapl_mpio(fapl, impl_->comm, MPI_INFO_NULL) >= 0, "H5Pset_fapl_mpio failed");
-  // Metadata reads and writes as collectives: one rank reads, all receive (scales with ranks).
-  MPT_CHECK(H5Pset_all_coll_metadata_ops(fapl, true) >= 0, "H5Pset_all_coll_metadata_ops failed");
-  MPT_CHECK(H5Pset_coll_metadata_write(fapl, true) >= 0, "H5Pset_coll_metadata_write failed");
-  return fapl;
-}
+const void* Comm::native_handle() const { return &impl_->comm; }
+
+void abort_job(int code) { Comm::abort_all(code); }
 
 }  // namespace mptrain

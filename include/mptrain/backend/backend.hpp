@@ -181,4 +181,11 @@ std::unique_ptr<Backend> select_backend(const std::string& kind, int threads, in
 std::unique_ptr<Backend> select_backend(const std::string& kind, int threads, int node_rank,
                                         int node_size, const CudaOptions& cuda);
 
+// For every backend's gemm(): fatal unless the shapes, leading dimensions and operands make a
+// valid row-major call (the BLAS libraries would only print a warning and carry on with
+// garbage, so a bad call, which is a bug, is stopped here and named). Returns false when there
+// is nothing to compute (m or n is 0).
+bool check_gemm_call(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda,
+                     const float* b, int ldb, const float* c, int ldc);
+
 }  // namespace mptrain

@@ -39,6 +39,9 @@ class InputError : public std::runtime_error {
 
 // The rank printed by fatal(); set once by the communication module.
 void set_error_rank(int rank);
+// Not collective: ends every rank of the job with `code` (MPI_Abort), or this process when MPI
+// is not running. Defined by the communication module (parallel/comm.cpp), which alone calls MPI.
+[[noreturn]] void abort_job(int code);
 
 }  // namespace mptrain
 

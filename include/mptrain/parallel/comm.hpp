@@ -123,10 +123,10 @@ class Comm {
   // Not collective: seconds since an arbitrary origin (MPI_Wtime).
   static double wtime();
 
-  // Collective over this communicator: an HDF5 file-access property list using MPI-IO on this
-  // communicator (H5Pset_fapl_mpio). Returns the hid_t; the caller closes it. Lives here so
-  // that only this module touches MPI handles.
-  int64_t make_hdf5_mpio_fapl() const;
+  // Not collective: the MPI_Comm itself, behind an opaque pointer, for a library that takes
+  // one (HDF5's MPI-IO driver: h5::mpio_file_access in io/h5util.cpp). Only to be handed on:
+  // calls made with it bypass this module's counters and error handling.
+  const void* native_handle() const;
 
  private:
   struct Impl;

@@ -207,16 +207,7 @@ class CudaBackend final : public Backend {
   // beta C^T: the same buffers, with the operands swapped and m, n exchanged.
   void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
             const float* b, int ldb, float beta, float* c, int ldc) override {
-    const int a_cols = trans_a ? m : k;  // A is stored (k, m) when transposed, else (m, k)
-    const int b_cols = trans_b ? k : n;
-    if (m < 0 || n < 0 || k < 0 || lda < std::max(1, a_cols) || ldb < std::max(1, b_cols) ||
-        ldc < std::max(1, n))
-      MPT_FATAL("gemm: bad shape m=" + std::to_string(m) + " n=" + std::to_string(n) +
-                " k=" + std::to_string(k) + " lda=" + std::to_string(lda) +
-                " ldb=" + std::to_string(ldb) + " ldc=" + std::to_string(ldc) +
-                (trans_a ? " A^T" : " A") + (trans_b ? " B^T" : " B"));
-    if (m == 0 || n == 0) return;
-    MPT_CHECK(c != nullptr && (k == 0 || (a != nullptr && b != nullptr)), "gemm: null operand");
+    if (!check_gemm_call(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)) return;
     if (k == 0) {  // an empty product: C = beta C
       cuda::scale_matrix(stream_, c, beta, m, n, ldc);
       return;
@@ -229,8 +220,9 @@ class CudaBackend final : public Backend {
       return;
     }
     // bf16: both operands rounded into workspace copies with the same layout.
-    const size_t a_elems = footprint(trans_a ? k : m, a_cols, lda);
-    const size_t b_elems = footprint(trans_b ? n : k, b_cols, ldb);
+    // A is stored (k, m) when transposed, else (m, k); B (n, k) or (k, n).
+    const size_t a_elems = footprint(trans_a ? k : m, trans_a ? m : k, lda);
+    const size_t b_elems = footprint(trans_b ? n : k, trans_b ? k : n, ldb);
     Carver measure;
     measure.take<__nv_bfloat16>(a_elems);
     measure.take<__nv_bfloat16>(b_elems);
