@@ -80,7 +80,8 @@ double step_flops(const ModelConfig& m, long global_batch) {
                    6.0 * m.n_layer * double(m.n_embd) * m.seq_len);
 }
 
-int64_t stage_parameter_elements(const ModelConfig& m, const Layout& L, int pp_rank) {
+int64_t stage_parameter_elements(const ModelConfig& m, const Layout& L, int pp_rank,
+                                 const StepOptions& /*options*/) {
   int64_t n = 0;
   for (const TensorDesc& t : stage_tensors(m, L.pp, pp_rank))
     n += int64_t(aligned_elements(size_t(local_elements(t, L.tp))));
@@ -88,7 +89,8 @@ int64_t stage_parameter_elements(const ModelConfig& m, const Layout& L, int pp_r
 }
 
 std::vector<GemmShape> step_gemm_shapes(const ModelConfig& m, const Layout& L, int pp_rank,
-                                        int micro_batch, long global_batch) {
+                                        int micro_batch, long global_batch,
+                                        const StepOptions& /*options*/) {
   const int N = micro_batch * m.seq_len;
   const long micro = micro_batches(L, micro_batch, global_batch);
   const long blocks = long(stage_layers(m, L.pp, pp_rank).count) * micro;
@@ -115,7 +117,7 @@ std::vector<GemmShape> step_gemm_shapes(const ModelConfig& m, const Layout& L, i
 }
 
 MemoryCount analytic_memory(const ModelConfig& model, const Layout& L, int pp_rank,
-                            int micro_batch, long global_batch, int zero) {
+                            int micro_batch, long global_batch, const StepOptions& options) {
   // What every TP rank of the stage holds (the same for each).
   const LayerShape s = layer_shape(model, micro_batch, L.tp, 0);
   const bool last = pp_rank == L.pp - 1;
@@ -126,6 +128,7 @@ MemoryCount analytic_memory(const ModelConfig& model, const Layout& L, int pp_ra
   MemoryCount m;
   const double P = double(stage_parameter_elements(model, L, pp_rank));
   m.params = P * f;
+  const int zero = options.zero;
   m.grads = (P + (zero ? P / L.dp : 0.0)) * f;
   m.optimizer = 2 * (zero ? P / L.dp : P) * f;
   // What Model allocates: per slot, every block's activations and the stage input (B,T,C);
@@ -140,7 +143,7 @@ MemoryCount analytic_memory(const ModelConfig& model, const Layout& L, int pp_ra
 }
 
 StepTraffic step_traffic(const ModelConfig& m, const Layout& L, int pp_rank, int micro_batch,
-                         long global_batch, int zero) {
+                         long global_batch, const StepOptions& options) {
   StepTraffic t;
   const double f = sizeof(float);
   const double N = double(micro_batch) * m.seq_len, C = m.n_embd;  // tokens per micro-batch
@@ -156,7 +159,7 @@ StepTraffic step_traffic(const ModelConfig& m, const Layout& L, int pp_rank, int
   }
   const double params = double(stage_parameter_elements(m, L, pp_rank)) * f;
   if (L.dp > 1) {
-    if (zero) {  // reduce-scatter of the gradients, all-gather of this rank's updated shard
+    if (options.zero) {  // reduce-scatter of the gradients, all-gather of this rank's updated shard
       set(Axis::dp, params + params / L.dp,
           ring_reduce_scatter(params, L.dp) + ring_allgather(params / L.dp, L.dp));
     } else {     // all-reduce of every gradient (in buckets)

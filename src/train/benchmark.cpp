@@ -264,7 +264,7 @@ BenchResult measure_benchmark(const Deck& deck_in, const BenchOptions& options) 
     mine.measured = measured_memory(*run);
     mine.analytic = analytic_memory(r.deck.model, r.layout, run->grid.pp_rank(),
                                     r.deck.parallel.micro_batch, r.deck.train.global_batch,
-                                    r.deck.optim.zero);
+                                    StepOptions{r.deck.optim.zero});
   }  // released before the profiled pass
   if (options.profile_steps > 0) {
     mine.backend_bytes = profile(world, deck, run_options, r);  // collective

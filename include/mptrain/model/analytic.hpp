@@ -24,6 +24,16 @@
 
 namespace mptrain {
 
+// How a step trades memory for time and places its layers, beyond the layout and the batch.
+// Each default is the plain step: replicated gradients, every activation kept, n_layer / pp
+// blocks per stage. (The counts below take these into account where they matter.)
+struct StepOptions {
+  int zero = 0;                     // [optim] zero: 0, 1 (optimizer state sharded over DP), 2
+                                    // (and the gradients)
+  std::string recompute = "none";   // [train] recompute: none, selective, full
+  std::vector<int> stage_layers;    // blocks per pipeline stage, in order; empty: equal
+};
+
 // Parameters of the whole model (global, unpadded, the tied embedding counted once).
 int64_t model_parameters(const ModelConfig& model);
 // FLOPs of one step: tokens * (6 N + 6 n_layer n_embd seq_len), tokens = global_batch * seq_len.
@@ -34,7 +44,8 @@ double step_flops(const ModelConfig& model, long global_batch);
 // stage's embeddings, the last stage's copy of the tied wte when pp > 1, the stage's blocks, the
 // last stage's final LayerNorm), each rounded up to 16 floats, and the sum rounded up to a multiple of dp
 // (equal ZeRO shards).
-int64_t stage_parameter_elements(const ModelConfig& model, const Layout& layout, int pp_rank);
+int64_t stage_parameter_elements(const ModelConfig& model, const Layout& layout, int pp_rank,
+                                 const StepOptions& options = {});
 
 // One kind of matrix product of a training step: C(m,n) = op(A)(m,k) op(B)(k,n), as the
 // layers call Backend::gemm, `count` times per step on this rank.
@@ -54,7 +65,8 @@ struct GemmShape {
 // linear_forward / linear_backward. Products of the same shape are one entry (labels joined
 // with "+"). Attention's own products (q k^T, att v) are not in the list.
 std::vector<GemmShape> step_gemm_shapes(const ModelConfig& model, const Layout& layout,
-                                        int pp_rank, int micro_batch, long global_batch);
+                                        int pp_rank, int micro_batch, long global_batch,
+                                        const StepOptions& options = {});
 
 // Backend memory of one rank by what it holds, in bytes.
 struct MemoryCount {
@@ -71,7 +83,7 @@ struct MemoryCount {
 // layers' own buffer lists (layers.hpp) for the micro-batches the 1F1B schedule keeps in
 // flight, the optimizer's state.
 MemoryCount analytic_memory(const ModelConfig& model, const Layout& layout, int pp_rank,
-                            int micro_batch, long global_batch, int zero);
+                            int micro_batch, long global_batch, const StepOptions& options);
 
 struct StepTraffic {
   std::array<uint64_t, n_axes> payload{};  // bytes this rank hands to MPI, per axis
@@ -81,6 +93,6 @@ struct StepTraffic {
 // tied-embedding sum, loss and norm all-reduces, the preemption flag). Validation and
 // checkpoints are not part of a step.
 StepTraffic step_traffic(const ModelConfig& model, const Layout& layout, int pp_rank,
-                         int micro_batch, long global_batch, int zero);
+                         int micro_batch, long global_batch, const StepOptions& options);
 
 }  // namespace mptrain
