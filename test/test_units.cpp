@@ -22,7 +22,7 @@
 #include "mptrain/model/optimizer.hpp"
 #include "mptrain/model/analytic.hpp"
 #include "mptrain/model/catalogue.hpp"
-#include "mptrain/parallel/pipeline.hpp"
+#include "mptrain/model/pipeline.hpp"
 
 using namespace mptrain;
 

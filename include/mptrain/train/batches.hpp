@@ -15,7 +15,7 @@
 
 #include "mptrain/io/data.hpp"
 #include "mptrain/parallel/grid.hpp"
-#include "mptrain/parallel/pipeline.hpp"
+#include "mptrain/model/pipeline.hpp"
 
 namespace mptrain {
 

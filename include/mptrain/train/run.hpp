@@ -20,7 +20,7 @@
 #include "mptrain/model/optimizer.hpp"
 #include "mptrain/model/analytic.hpp"
 #include "mptrain/train/test_hooks.hpp"
-#include "mptrain/parallel/pipeline.hpp"
+#include "mptrain/model/pipeline.hpp"
 
 namespace mptrain {
 

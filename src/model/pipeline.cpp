@@ -1,7 +1,7 @@
 // 1F1B pipeline schedule over point-to-point MPI. Sends are non-blocking and receives
 // blocking, so no stage can deadlock; a send buffer is reused only after its request
 // completed (forward outputs per slot, the backward gradient before the next backward).
-#include "mptrain/parallel/pipeline.hpp"
+#include "mptrain/model/pipeline.hpp"
 
 #include <algorithm>
 
