@@ -132,7 +132,7 @@ std::string plan_line(const Plan& plan, const LayoutPrediction& p) {
   s += " mem_optimizer_mib=" + format("%.3f", m.optimizer / MiB);
   s += " mem_activations_mib=" + format("%.3f", m.activations / MiB);
   s += " mem_buffers_mib=" + format("%.3f", m.buffers / MiB);
-  s += " rss_mib=" + format("%.1f", p.rss_mib);
+  s += " rss_mib=" + format("%.3f", p.rss_mib);
   s += " tokens_per_s=" + format("%.1f", p.tokens_per_s);
   const std::pair<const char*, double> parts[] = {
       {"gemm", t.gemm}, {"other", t.other}, {"tp", t.tp}, {"bubble", t.bubble},
