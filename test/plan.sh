@@ -10,7 +10,8 @@
 #  3. fits= follows --mem-per-rank: all no (and RECOMMEND none) under a tiny limit, and
 #     under a middle limit yes exactly where the line's rss_mib is within it; the
 #     recommended layout is the fastest that fits;
-#  4. --measure under mpirun -np 2 writes a machine file the planner reads back;
+#  4. --measure under mpirun -np 2 writes a machine file the planner reads back; the built-in
+#     machine is input/machines/devbox-2core.machine;
 #  5. bad input is refused with exit 2 and a message naming what is wrong (table below).
 . "$top_srcdir/test/lib.sh"
 
@@ -136,10 +137,16 @@ else
   fail "--measure exits $rc"; tail -5 measure.out
 fi
 
+# The built-in machine is input/machines/devbox-2core.machine.
+diff <(plan plan.deck --ranks 4 | grep '^PLAN') \
+     <(plan plan.deck --ranks 4 --machine "$top_srcdir/input/machines/devbox-2core.machine" | grep '^PLAN') \
+  >/dev/null && pass "the built-in machine plans as input/machines/devbox-2core.machine" ||
+  fail "the built-in machine differs from input/machines/devbox-2core.machine"
+
 # ---- 5. bad input: exit 2 and the message
 good_machine() {
   printf '%s\n' "name = m" "backend = cpu" "cores_per_node = 2" "measured_threads = 1" \
-    "gemm_gflops = 64:10 512:20" "attention_gflops = 5" "stream_gbs = 5" \
+    "gemm_gflops = 64:10 512:20" "attention_gflops = 5" "stream_gbs = 5" "loss_glogits = 0.5" \
     "intra_alpha_us = 1" "intra_beta_gbs = 5" "inter_alpha_us = 2" "inter_beta_gbs = 1"
 }
 good_machine >good.machine

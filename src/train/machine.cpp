@@ -46,21 +46,27 @@ double Machine::memory_per_rank_gib(int ranks_per_node) const {
 }
 
 Machine builtin_machine() {
+  // input/machines/devbox-2core.machine: mptrain-plan --measure with 2 ranks x 1 thread,
+  // 2026-11-30, under the usual load of the shared machine (load average 12-16: GEMM ~25
+  // GFLOP/s per rank where an idle core gives ~65). One node: inter-node = intra-node.
   Machine m;
-  m.name = "built-in: the 2-core development box (AMD EPYC Zen 3 under KVM, 24 GiB; "
-           "mptrain-plan --measure, 2 ranks x 1 thread)";
+  m.name = "built-in: the 2-core development box (AMD EPYC Zen 3 under KVM, shared; measured "
+           "with 2 ranks x 1 thread)";
   m.origin = "built-in";
   m.backend = "cpu";
   m.cores_per_node = 2;
   m.measured_threads = 1;
-  m.node_memory_gib = 24;
-  m.overhead_mib = 60;
-  m.gemm_gflops = {{32, 20}, {64, 35}, {128, 45}, {256, 52}, {512, 55}, {1024, 57}};
-  m.attention_gflops = 15;
-  m.stream_gbs = 10;
-  m.dp_overlap = 0;
-  m.intra = {2e-6, 4e9};
-  m.inter = {2e-6, 4e9};
+  m.node_memory_gib = 23.586;
+  m.overhead_mib = 168.457;
+  m.gemm_gflops = {{32, 21.4252}, {64, 16.1604}, {128, 23.1937},
+                   {256, 26.3409}, {512, 23.901}, {1024, 26.0682}};
+  m.attention_gflops = 15.9871;
+  m.stream_gbs = 10.0174;
+  m.loss_glogits = 0.0976551;
+  m.dp_overlap = 0;  // Open MPI's non-blocking all-reduce does not progress (PERFORMANCE.md §6)
+  m.collective_efficiency = 0.142814;
+  m.intra = {1.3865e-6, 11.2141e9};
+  m.inter = m.intra;
   return m;
 }
 
@@ -166,8 +172,10 @@ const std::vector<MachineKey>& machine_keys() {
        parse_gemm_rates,
        [](const Machine& m) {
          std::string s;
-         for (const auto& [dim, rate] : m.gemm_gflops)
-           s += (s.empty() ? "" : " ") + std::to_string(dim) + ":" + number(rate);
+         for (const auto& [dim, rate] : m.gemm_gflops) {
+           if (!s.empty()) s += " ";
+           s += std::to_string(dim) + ":" + number(rate);
+         }
          return s;
        }},
       number_key("attention_gflops", "attention forward + backward, GFLOP/s of "
@@ -175,6 +183,8 @@ const std::vector<MachineKey>& machine_keys() {
                  &Machine::attention_gflops),
       number_key("stream_gbs", "element-wise ops and the optimizer, GB/s of bytes moved", true,
                  1, false, &Machine::stream_gbs),
+      number_key("loss_glogits", "the loss forward + backward, billions of logits per second",
+                 true, 1, false, &Machine::loss_glogits),
       number_key("dp_overlap", "fraction of the last micro-batch's backward the DP gradient "
                  "reduction hides in (0: none, 1: all)", false, 1, true, &Machine::dp_overlap),
       {"collective_efficiency", "a ring all-reduce's speed against the alpha-beta model of "
@@ -220,7 +230,7 @@ Machine read_machine_file(const std::string& path) {
   const std::string text = buffer.str();
   auto where = [&](const std::string& key) {
     const int line = line_of(text, key);
-    return path + (line > 0 ? ":" + std::to_string(line) : "") + ": ";
+    return line > 0 ? path + ":" + std::to_string(line) + ": " : path + ": ";
   };
   po::options_description description("machine keys");
   for (const MachineKey& k : machine_keys())
@@ -231,7 +241,10 @@ Machine read_machine_file(const std::string& path) {
     parsed = po::parse_config_file(stream, description, /*allow_unregistered=*/false);
   } catch (const po::unknown_option& e) {
     std::string allowed;
-    for (const MachineKey& k : machine_keys()) allowed += std::string(allowed.empty() ? "" : ", ") + k.name;
+    for (const MachineKey& k : machine_keys()) {
+      if (!allowed.empty()) allowed += ", ";
+      allowed += k.name;
+    }
     throw InputError(where(e.get_option_name()) + "unknown key '" + e.get_option_name() +
                      "' (machine file keys: " + allowed + ")");
   } catch (const po::error& e) {

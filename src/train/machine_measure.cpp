@@ -69,6 +69,26 @@ double measure_stream_gbs(Backend& be, const MeasureOptions& o) {
   return double(n) * sizeof(float) * (8 + 2 + 3) / (adamw + gelu_fwd + gelu_bwd) / 1e9;
 }
 
+// The vocab-parallel loss, forward and backward (row maxima, sums of exponentials, target
+// logits, losses, gradient), over N = 256 rows of V = 8192 logits: billions of logits per
+// second. Its exponentials make it slower than its bytes suggest.
+double measure_loss_glogits(Backend& be, const MeasureOptions& o) {
+  const int N = 256, V = 8192;
+  Buffer logits(be, size_t(N) * V), dlogits(be, logits.size());
+  Buffer row_max(be, N), row_sum(be, N), target(be, N), losses(be, N);
+  IntBuffer targets(be, N);  // zero-filled: every row's target is token 0
+  be.fill(logits.data(), 0.01f, logits.size());
+  const double seconds = median_seconds_per_call(be, [&] {
+    be.ce_row_max(row_max.data(), logits.data(), N, V, V);
+    be.ce_row_sumexp(row_sum.data(), logits.data(), row_max.data(), N, V, V);
+    be.ce_target_logit(target.data(), logits.data(), targets.data(), 0, N, V, V);
+    be.ce_losses(losses.data(), row_max.data(), row_sum.data(), target.data(), N);
+    be.ce_backward(dlogits.data(), logits.data(), row_max.data(), row_sum.data(), targets.data(),
+                   0, N, V, V, 1.0f);
+  }, o.min_seconds, o.trials);
+  return double(N) * V / seconds / 1e9;
+}
+
 // Ping-pong between `a` and `b` (the other ranks do nothing): seconds of half a round trip
 // of `floats` floats, the median of `reps` round trips.
 double ping_pong(const Comm& world, int a, int b, size_t floats, int reps) {
@@ -172,6 +192,7 @@ Machine measure_machine(const Comm& world, const MeasureOptions& o, std::string&
   std::vector<double> rates = measure_gemm_rates(*be, o);
   rates.push_back(measure_attention_gflops(*be, o));
   rates.push_back(measure_stream_gbs(*be, o));
+  rates.push_back(measure_loss_glogits(*be, o));
   rates.push_back(overhead);
   rates = median_over_ranks(world, rates);  // collective
   // Which ranks share rank 0's node: each node's lowest world rank names it.
@@ -197,7 +218,8 @@ Machine measure_machine(const Comm& world, const MeasureOptions& o, std::string&
   for (size_t i = 0; i < std::size(gemm_classes); ++i) m.gemm_gflops.push_back({gemm_classes[i], rates[i]});
   m.attention_gflops = rates[std::size(gemm_classes)];
   m.stream_gbs = rates[std::size(gemm_classes) + 1];
-  m.overhead_mib = rates[std::size(gemm_classes) + 2];
+  m.loss_glogits = rates[std::size(gemm_classes) + 2];
+  m.overhead_mib = rates[std::size(gemm_classes) + 3];
   report = "rates: median over " + std::to_string(world.size()) + " rank(s), all timing at once";
   if (intra < 0) report += "; intra-node link: no second rank on rank 0's node, inter-node numbers used";
   if (inter < 0) report += "; inter-node link: one node only, not measured: intra-node numbers used";

@@ -118,8 +118,8 @@ RecomputeExtra recompute_extra(const Machine& machine, const ModelConfig& m, con
 // Seconds on stage s of everything but the matrix products and the optimizer, at speed 1:
 // bytes the element-wise ops move (per token and block: ~30 C floats of replicated work --
 // LayerNorms, residuals, output biases -- and ~40 C/tp of sharded work -- QKV bias, GELU and
-// its backward -- forward and backward together; the loss ~5 passes over the (N, V/tp)
-// logits; the embedding 3 N C) at the streaming rate, and attention at its own rate.
+// its backward -- forward and backward together; the embedding 3 N C) at the streaming rate,
+// attention at its own rate, and the loss over the (N, V/tp) logits at the loss rate.
 double other_seconds(const Machine& machine, const ModelConfig& m, const Layout& L, int s,
                      int mb, long G, const StepOptions& o) {
   const double micro = double(micro_batches(L, mb, G));
@@ -132,8 +132,13 @@ double other_seconds(const Machine& machine, const ModelConfig& m, const Layout&
   if (o.recompute == "full" || o.recompute == "selective") attention *= fwd_again;
   double bytes = block_bytes;
   if (s == 0) bytes += 3 * N * C * f32;
-  if (s == L.pp - 1) bytes += (5 * N * std::ceil(double(m.vocab_size) / L.tp) + 6 * N * C) * f32;
-  return micro * (bytes / (machine.stream_gbs * 1e9) + attention / (machine.attention_gflops * 1e9));
+  double logits = 0;
+  if (s == L.pp - 1) {
+    bytes += 6 * N * C * f32;  // the final LayerNorm
+    logits = N * std::ceil(double(m.vocab_size) / L.tp);
+  }
+  return micro * (bytes / (machine.stream_gbs * 1e9) + attention / (machine.attention_gflops * 1e9) +
+                  logits / (machine.loss_glogits * 1e9));
 }
 
 // All-reduces over TP per micro-batch on stage s: two forward and two backward per block, the
@@ -256,16 +261,23 @@ LayoutPrediction predict_layout(const ModelConfig& m, long G, const PlanLayout& 
   out.rss_mib = out.memory.total() / MiB + machine.overhead_mib;
   out.fits = mem_limit_mib <= 0 || out.rss_mib <= mem_limit_mib;
   const Links links = layout_links(machine, L, R);
-  const double cores = double(machine.cores_per_node) / std::min(R, L.world());
-  const double speed = machine.speed(cores);
   const double micro = double(micro_batches(L, p.micro_batch, G));
-  // The pipeline runs at its slowest stage: (m + pp - 1) micro-batch slots of it.
+  // A rank's cores: its threads (cores / ranks on the node, at least 1), or its share of the
+  // node's cores when the node is oversubscribed. (Ranks idle in a pipeline bubble on an
+  // oversubscribed node give some of theirs to the busy ones: not modelled, doc/PLANNING.md.)
+  const double on_node = std::min(R, L.world());
+  const double threads = std::max(1.0, std::floor(machine.cores_per_node / on_node));
+  const double speed = machine.speed(std::min(threads, machine.cores_per_node / on_node));
+  // 1F1B: m micro-batches through the slowest stage, and the pipeline's fill and drain
+  // through each other stage once: (m - 1) c_max + sum_s c_s, with c_s a micro-batch's time
+  // on stage s ((m + pp - 1) c for equal stages; the bubble is sum_s c_s - c_max).
   StageTime slowest;
-  double slowest_per_micro = -1, dp_exposed = 0, optimizer = 0;
+  double slowest_per_micro = -1, sum_per_micro = 0, dp_exposed = 0, optimizer = 0;
   for (int s = 0; s < L.pp; ++s) {
     const StageTime t = stage_time(m, G, p, s, machine, links, speed);
     const double per_micro = (t.gemm + t.other + t.tp) / micro;
     if (per_micro > slowest_per_micro) slowest = t, slowest_per_micro = per_micro;
+    sum_per_micro += per_micro;
     // The DP reduction overlaps the last micro-batch's backward (~2/3 of its time), never
     // below one bucket's worth.
     const double hidden = machine.dp_overlap * per_micro * 2.0 / 3.0;
@@ -276,7 +288,7 @@ LayoutPrediction predict_layout(const ModelConfig& m, long G, const PlanLayout& 
   out.time.gemm = slowest.gemm;
   out.time.other = slowest.other;
   out.time.tp = slowest.tp;
-  out.time.bubble = slowest_per_micro * (L.pp - 1);
+  out.time.bubble = sum_per_micro - slowest_per_micro;
   if (L.pp > 1) {
     const double activation_bytes = double(p.micro_batch) * m.seq_len * m.n_embd * f32;
     out.time.pp = (micro + L.pp - 1) * 2 * links.pp.seconds(activation_bytes, 1);

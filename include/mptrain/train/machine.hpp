@@ -3,8 +3,8 @@
 //   - matrix products: the backend's GEMM rate per shape class (the smallest of m, n, k),
 //     interpolated log-log between the measured classes;
 //   - the rest of the step: a streaming rate (bytes/s) for the element-wise ops and the
-//     optimizer, and a rate for attention's own work (FLOP/s, attention FLOPs as step_flops
-//     counts them);
+//     optimizer, a rate for attention's own work (FLOP/s, attention FLOPs as step_flops
+//     counts them) and one for the loss (logits/s: its exponentials, not its bytes, limit it);
 //   - links: alpha (seconds per message) and beta (bytes/s) for two ranks on the same node and
 //     on different nodes; the inter-node beta is the node's, shared by its ranks.
 // Rates are per rank, measured with `measured_threads` threads; on a CPU machine a rank with c
@@ -48,6 +48,7 @@ struct Machine {
   std::vector<std::pair<int, double>> gemm_gflops;  // (smallest dimension, GFLOP/s), ascending
   double attention_gflops = 0;   // attention forward + backward, step_flops' attention FLOPs
   double stream_gbs = 0;         // element-wise ops and the optimizer, GB/s of bytes moved
+  double loss_glogits = 0;       // the loss forward + backward, billions of logits per second
   double dp_overlap = 0;         // fraction of a micro-batch's backward the DP reduction hides in
   double collective_efficiency = 1;  // a ring collective's speed against the alpha-beta model
                                      // of the ping-pong links (MPI's own algorithm, progress)
