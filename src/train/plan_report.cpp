@@ -107,7 +107,7 @@ void print_recommendation(const Plan& plan, std::FILE* out) {
                        next.plan.layout.pp == best.plan.layout.pp))
       continue;
     why += "; the best other split, " + layout_words(next) + ", is " +
-           format("%.0f%%", 100.0 * (next.time.total() / best.time.total() - 1)) + " slower";
+           format("%.1f%%", 100.0 * (next.time.total() / best.time.total() - 1)) + " slower";
     break;
   }
   why += "; its step: " + where_time_goes(best.time);
