@@ -32,9 +32,10 @@ void usage(std::FILE* out) {
       "  Plans: every valid layout of the deck's model and batch on N ranks (tp, pp, dp,\n"
       "  micro_batch, zero, recompute, stages) with its memory per rank (the analytic counts\n"
       "  mptrain-bench checks) and predicted step time on the machine (--machine FILE, else\n"
-      "  the built-in 2-core development box); a table fastest first (--top K rows), one\n"
-      "  PLAN line per layout, and a RECOMMEND line. --ranks-per-node: ranks on one node\n"
-      "  (default: all); --mem-per-rank: the limit for fits=yes (default: the machine's).\n"
+      "  the built-in 2-core development box); a table fastest first (--top K rows, 30 by\n"
+      "  default), one PLAN line per layout, and a RECOMMEND line. --ranks-per-node: ranks\n"
+      "  on one node (default: all); --mem-per-rank: the limit for fits=yes (default: the\n"
+      "  machine's memory per rank).\n"
       "  --measure: measures this allocation (GEMM, attention and streaming rates per rank,\n"
       "  ping-pong within and across nodes) and writes the machine file FILE.\n");
 }
@@ -130,7 +131,7 @@ int plan(const Arguments& a) {
     request.ranks_per_node = positive_int("ranks-per-node", option(a, "ranks-per-node"));
   if (a.values.count("mem-per-rank"))
     request.mem_per_rank_gib = positive_number("mem-per-rank", option(a, "mem-per-rank"));
-  const int top = a.values.count("top") ? positive_int("top", option(a, "top")) : 0;
+  const int top = a.values.count("top") ? positive_int("top", option(a, "top")) : 30;
   const Machine machine = a.values.count("machine") ? read_machine_file(option(a, "machine"))
                                                     : builtin_machine();
   request.deck = read_plan_deck(a.positional[0], a.deck_overrides);

@@ -67,6 +67,11 @@ Links layout_links(const Machine& machine, const Layout& L, int R) {
   return k;
 }
 
+// Blocks on stage s: the split's, or n_layer / pp each when it is equal (empty).
+double blocks_on_stage(const ModelConfig& m, const Layout& L, const StepOptions& o, int s) {
+  return o.stage_layers.empty() ? stage_layers(m, L.pp, s).count : o.stage_layers[size_t(s)];
+}
+
 long micro_batches(const Layout& L, int micro_batch, long global_batch) {
   return global_batch / (long(L.dp) * micro_batch);
 }
@@ -107,7 +112,7 @@ RecomputeExtra recompute_extra(const Machine& machine, const ModelConfig& m, con
   }
   const int axis = int(Axis::tp);
   if (L.tp > 1 && step_traffic(m, L, s, mb, G, plain).wire[axis] == traffic.wire[axis]) {
-    const double layers = stage_layers(m, L.pp, s).count;
+    const double layers = blocks_on_stage(m, L, o, s);
     const double payload = micro * layers * 2 * double(mb) * m.seq_len * m.n_embd * f32;
     x.tp_wire = 2.0 * (L.tp - 1) / L.tp * payload;
     x.tp_messages = micro * layers * 2 * 2.0 * (L.tp - 1);
@@ -124,7 +129,7 @@ double other_seconds(const Machine& machine, const ModelConfig& m, const Layout&
                      int mb, long G, const StepOptions& o) {
   const double micro = double(micro_batches(L, mb, G));
   const double N = double(mb) * m.seq_len, C = m.n_embd;
-  const double layers = stage_layers(m, L.pp, s).count;
+  const double layers = blocks_on_stage(m, L, o, s);
   const double fwd_again = 4.0 / 3.0;  // forward is ~1/3 of forward + backward
   double block_bytes = layers * N * (30 * C + 40 * C / L.tp) * f32;
   double attention = layers * N * 6.0 * m.seq_len * C / L.tp;
@@ -143,8 +148,8 @@ double other_seconds(const Machine& machine, const ModelConfig& m, const Layout&
 
 // All-reduces over TP per micro-batch on stage s: two forward and two backward per block, the
 // embedding's on the first stage, the head's gradient and the loss's on the last.
-double tp_allreduces(const ModelConfig& m, const Layout& L, int s) {
-  return 4.0 * stage_layers(m, L.pp, s).count + (s == 0) + 3.0 * (s == L.pp - 1);
+double tp_allreduces(const ModelConfig& m, const Layout& L, const StepOptions& o, int s) {
+  return 4.0 * blocks_on_stage(m, L, o, s) + (s == 0) + 3.0 * (s == L.pp - 1);
 }
 
 // One stage's share of the step.
@@ -164,20 +169,19 @@ StageTime stage_time(const ModelConfig& m, long G, const PlanLayout& p, int s,
   t.gemm = (gemm_seconds(machine, shapes) + extra.gemm_s) / speed;
   t.other = other_seconds(machine, m, L, s, p.micro_batch, G, o) / speed;
   t.tp = links.tp.seconds(traffic.wire[int(Axis::tp)] + extra.tp_wire,
-                          micro * tp_allreduces(m, L, s) * 2.0 * (L.tp - 1) + extra.tp_messages);
+                          micro * tp_allreduces(m, L, o, s) * 2.0 * (L.tp - 1) + extra.tp_messages);
   // DP: bucketed ring all-reduces (or ZeRO's reduce-scatter, then the all-gather of the
   // updated shard after the optimizer, which nothing hides).
   const double params = double(stage_parameter_elements(m, L, s, o)) * f32;
   if (L.dp > 1) {
     const double buckets = std::max(1.0, std::ceil(params / (4.0 * MiB)));
     const double wire = traffic.wire[int(Axis::dp)];
-    const double steps = 2.0 * (L.dp - 1) * buckets;
-    if (o.zero == 0) {
-      t.dp_overlappable = links.dp.seconds(wire, steps);
-    } else {
-      t.dp_overlappable = links.dp.seconds(wire / 2, steps / 2);
-      t.dp_exposed = links.dp.seconds(wire / 2, steps / 2);
-    }
+    const double steps = 2.0 * (L.dp - 1) * buckets;  // ring steps: messages
+    // ZeRO's ring all-gather of the updated 1/dp shards: (dp - 1) P / dp on the wire.
+    const double gather = o.zero ? (L.dp - 1) * params / L.dp : 0.0;
+    const double gather_steps = o.zero ? L.dp - 1.0 : 0.0;
+    t.dp_overlappable = links.dp.seconds(wire - gather, steps - gather_steps);
+    t.dp_exposed = links.dp.seconds(gather, gather_steps);
   }
   // The optimizer: gradient norm and AdamW over the parameters this rank updates (p, g, m, v
   // read, p, m, v, g written: 36 bytes per element with the norm's read).
@@ -203,8 +207,7 @@ auto sort_key(const LayoutPrediction& p) {
 std::string PlanLayout::stages_text(const ModelConfig& model) const {
   std::string s;
   for (int i = 0; i < layout.pp; ++i) {
-    const int n = options.stage_layers.empty() ? stage_layers(model, layout.pp, i).count
-                                               : options.stage_layers[size_t(i)];
+    const int n = int(blocks_on_stage(model, layout, options, i));
     if (i > 0) s += ",";
     s += std::to_string(n);
   }
@@ -278,8 +281,8 @@ LayoutPrediction predict_layout(const ModelConfig& m, long G, const PlanLayout& 
     const double per_micro = (t.gemm + t.other + t.tp) / micro;
     if (per_micro > slowest_per_micro) slowest = t, slowest_per_micro = per_micro;
     sum_per_micro += per_micro;
-    // The DP reduction overlaps the last micro-batch's backward (~2/3 of its time), never
-    // below one bucket's worth.
+    // The DP reduction overlaps the last micro-batch's backward (~2/3 of its time) to the
+    // machine's dp_overlap fraction.
     const double hidden = machine.dp_overlap * per_micro * 2.0 / 3.0;
     const double exposed = std::max(t.dp_overlappable - hidden, 0.0) + t.dp_exposed;
     dp_exposed = std::max(dp_exposed, exposed);
