@@ -16,7 +16,7 @@ keys="deck ranks tp pp dp threads backend data micro_batch global_batch tokens_p
       sgemm_gflops pct_sgemm rss_mib_max ms_matmul ms_attention ms_layernorm ms_gelu
       ms_bias_residual ms_embedding ms_cross_entropy ms_optimizer ms_copy_fill ms_comm_world
       ms_comm_tp ms_comm_dp ms_comm_pp ms_comm_embed ms_other ms_profiled allocs_in_step
-      comm_check mem_check"
+      comm_check mem_check mem_mib mem_bytes"
 
 # run_bench LABEL NP EXPECT_RANKS ARGS...: runs mptrain-bench, then checks its BENCH line.
 run_bench() {

@@ -3,7 +3,7 @@
 # same PyTorch numbers must come out of tp2, tp4 (vocabulary 67 padded to 68), pp2 (4
 # micro-batches through 1F1B), dp2, dp2 with ZeRO-1, dp4 with one-tensor buckets and
 # tp2·pp2·dp2 -- and, in the same runs, each rank's communication against the analytic count
-# (include/mptrain/train/traffic.hpp). (The 1-rank case is test/test_golden itself.)
+# (include/mptrain/model/analytic.hpp). (The 1-rank case is test/test_golden itself.)
 . "$top_srcdir/test/lib.sh"
 while read -r name np overrides; do
   [ -z "$name" ] && continue

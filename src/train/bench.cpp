@@ -249,6 +249,27 @@ double TimingBackend::sum(const float* x, size_t n) {
 
 // ------------------------------------------------------------------ the GEMM ceiling
 
+double median_seconds_per_call(Backend& be, const std::function<void()>& call, double min_seconds,
+                               int trials) {
+  call();  // warm-up: OpenBLAS buffers, caches, thread pool
+  be.synchronize();
+  std::vector<double> per_call;
+  for (int t = 0; t < std::max(1, trials); ++t) {
+    long reps = 0;
+    const double t0 = now();
+    double elapsed = 0;
+    do {
+      call();
+      ++reps;
+      be.synchronize();
+      elapsed = now() - t0;
+    } while (elapsed < min_seconds || reps < 2);
+    per_call.push_back(elapsed / double(reps));
+  }
+  std::sort(per_call.begin(), per_call.end());
+  return per_call[per_call.size() / 2];
+}
+
 std::vector<double> measure_gemm_seconds(Backend& be, const std::vector<GemmShape>& shapes,
                                          double min_seconds, int trials) {
   size_t a_max = 1, b_max = 1, c_max = 1;
@@ -273,23 +294,7 @@ std::vector<double> measure_gemm_seconds(Backend& be, const std::vector<GemmShap
     auto call = [&] {
       be.gemm(g.trans_a, g.trans_b, g.m, g.n, g.k, 1.0f, a, lda, b, ldb, g.beta, c, ldc);
     };
-    call();  // warm-up: OpenBLAS buffers, caches, thread pool
-    be.synchronize();
-    std::vector<double> per_call;
-    for (int t = 0; t < std::max(1, trials); ++t) {
-      long reps = 0;
-      const double t0 = now();
-      double elapsed = 0;
-      do {
-        call();
-        ++reps;
-        be.synchronize();
-        elapsed = now() - t0;
-      } while (elapsed < min_seconds || reps < 2);
-      per_call.push_back(elapsed / double(reps));
-    }
-    std::sort(per_call.begin(), per_call.end());
-    seconds.push_back(per_call[per_call.size() / 2]);
+    seconds.push_back(median_seconds_per_call(be, call, min_seconds, trials));
   }
   be.release(a);
   be.release(b);

@@ -190,6 +190,21 @@ std::string bench_line(const BenchResult& r, const std::string& deck_path) {
   kd("sgemm_gflops", r.job_ceiling);
   kd("pct_sgemm", r.pct_sgemm);
   kd("rss_mib_max", r.rss_mib_max);
+  // The rank whose buffers are largest, in the units and rounding of mptrain-plan's PLAN line
+  // (mem_mib and its kinds), so that the two can be compared as text.
+  if (!r.memory.empty()) {
+    const MemoryRow& most = *std::max_element(
+        r.memory.begin(), r.memory.end(),
+        [](const MemoryRow& a, const MemoryRow& b) { return a.measured.total() < b.measured.total(); });
+    const MemoryCount& m = most.measured;
+    kd("mem_mib", m.total() / MiB, "%.3f");
+    kd("mem_bytes", m.total(), "%.0f");
+    kd("mem_params_mib", m.params / MiB, "%.3f");
+    kd("mem_grads_mib", m.grads / MiB, "%.3f");
+    kd("mem_optimizer_mib", m.optimizer / MiB, "%.3f");
+    kd("mem_activations_mib", m.activations / MiB, "%.3f");
+    kd("mem_buffers_mib", m.buffers / MiB, "%.3f");
+  }
   kv("comm_check", r.comm_ok ? "ok" : "mismatch");
   kv("mem_check", r.memory_ok ? "ok" : "mismatch");
   if (r.options.profile_steps <= 0) return line;

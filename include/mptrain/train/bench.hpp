@@ -9,6 +9,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -139,6 +140,12 @@ class TimingBackend final : public Backend {
   size_t live_bytes_ = 0, peak_bytes_ = 0;
   long allocations_ = 0;
 };
+
+// Times `call` (work on `backend`, synchronized after each call) and returns the seconds per
+// call: one warm-up call, then the median over `trials` trials of at least `min_seconds` (and
+// two calls) each. Not collective. (The GEMM ceiling and mptrain-plan --measure time with it.)
+double median_seconds_per_call(Backend& backend, const std::function<void()>& call,
+                               double min_seconds, int trials);
 
 // Times backend.gemm on each shape (operands allocated with the backend, filled with small
 // values; synchronized) and returns the seconds per call, the median over `trials` trials of
