@@ -218,8 +218,10 @@ KeySpec stage_layers_key() {
                  },
                  [](const Deck& deck) {
                    std::string text = deck.parallel.stage_layers_auto ? "auto" : "";
-                   for (int count : deck.parallel.stage_layers)
-                     text += (text.empty() ? "" : ",") + std::to_string(count);
+                   for (int count : deck.parallel.stage_layers) {
+                     if (!text.empty()) text += ',';
+                     text += std::to_string(count);
+                   }
                    return text;
                  }};
 }

@@ -50,7 +50,10 @@ void load_data(Run& r, const TokenDataset* given) {
 // "3,5": the blocks of each stage.
 std::string counts_text(const std::vector<int>& counts) {
   std::string text;
-  for (size_t s = 0; s < counts.size(); ++s) text += (s ? "," : "") + std::to_string(counts[s]);
+  for (size_t s = 0; s < counts.size(); ++s) {
+    if (s > 0) text += ',';
+    text += std::to_string(counts[s]);
+  }
   return text;
 }
 
