@@ -83,7 +83,8 @@ BOOST_AUTO_TEST_CASE(traffic_is_counted_per_axis) {
 }
 
 BOOST_AUTO_TEST_CASE(impossible_layouts_are_refused_with_a_reason) {
-  LayoutRequirements req{8, 4, 6, 16, 2};  // world, n_head, n_layer, global_batch, micro_batch
+  // world, n_head, n_layer, global_batch, micro_batch, stage_layers, stage_layers_auto
+  LayoutRequirements req{8, 4, 6, 16, 2, {}, false};
   BOOST_TEST(check_layout(Layout{2, 2, 2}, req).empty());
   BOOST_TEST(check_layout(Layout{2, 2, 1}, req).find("needs 4 ranks but the job has 8") !=
              std::string::npos);

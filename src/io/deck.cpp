@@ -192,6 +192,40 @@ KeySpec choice_key(const char* section, const char* name, S Deck::*group, std::s
                  [=](const Deck& deck) { return (deck.*group).*field; }};
 }
 
+// [parallel] stage_layers: empty, auto, or one positive block count per stage. Whether the
+// counts fit pp and n_layer is the layout's check (check_layout, parallel/grid.hpp).
+KeySpec stage_layers_key() {
+  const std::string allowed = "empty (n_layer / pp blocks per stage), auto, or the blocks of "
+                              "each stage as positive integers separated by commas (e.g. 3,5)";
+  return KeySpec{"parallel", "stage_layers", "layers_per_stage", allowed,
+                 [=](Deck& deck, const std::string& text) {
+                   std::vector<int> counts;
+                   const bool automatic = text == "auto";
+                   for (size_t at = 0; !automatic && !text.empty() && at <= text.size();) {
+                     const size_t comma = std::min(text.find(',', at), text.size());
+                     std::string item = text.substr(at, comma - at);
+                     item.erase(0, item.find_first_not_of(" \t"));
+                     item.erase(item.find_last_not_of(" \t") + 1);
+                     int count = 0;
+                     if (!parse_integer(item, count) || count < 1)
+                       return "'" + item + "' is not a positive block count; must be " + allowed;
+                     counts.push_back(count);
+                     at = comma + 1;
+                   }
+                   deck.parallel.stage_layers = counts;
+                   deck.parallel.stage_layers_auto = automatic;
+                   return std::string();
+                 },
+                 [](const Deck& deck) {
+                   std::string text = deck.parallel.stage_layers_auto ? "auto" : "";
+                   for (int count : deck.parallel.stage_layers) {
+                     if (!text.empty()) text += ',';
+                     text += std::to_string(count);
+                   }
+                   return text;
+                 }};
+}
+
 // Every key, in the order the resolved deck prints them.
 const std::vector<KeySpec>& key_table() {
   using D = Deck;
@@ -209,6 +243,7 @@ const std::vector<KeySpec>& key_table() {
       integer_key("parallel", "micro_batch", &D::parallel, &ParallelConfig::micro_batch, 1),
       double_key("parallel", "bucket_mb", &D::parallel, &ParallelConfig::bucket_mb, positive(),
                  "bucket_size"),
+      stage_layers_key(),
       integer_key("train", "global_batch", &D::train, &TrainConfig::global_batch, 1L, long_max,
                   "batch_size"),
       integer_key("train", "steps", &D::train, &TrainConfig::steps, 0L, long_max, "iterations"),

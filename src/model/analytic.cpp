@@ -51,10 +51,10 @@ std::vector<GemmShape> merge_same_shapes(const std::vector<GemmShape>& shapes) {
 // sums its lookups (N, C) forward; the vocab-parallel cross-entropy sums the row maxima (N) and
 // the sums of exponentials with the target logits (2N).
 double tp_elements_per_micro_batch(const ModelConfig& m, const Layout& L, int pp_rank,
-                                   double N) {
+                                   double N, const std::vector<int>& split) {
   const bool first = pp_rank == 0, last = pp_rank == L.pp - 1;
   double elements = 0;
-  for (const TensorDesc& t : stage_tensors(m, L.pp, pp_rank)) {
+  for (const TensorDesc& t : stage_tensors(m, L.pp, pp_rank, split)) {
     if (t.role != Role::weight) continue;
     if (t.part == Part::embedding && t.split == Split::vocab && first) elements += N * t.cols();
     const bool used_as_product = t.product && (t.part == Part::block || last);
@@ -81,19 +81,19 @@ double step_flops(const ModelConfig& m, long global_batch) {
 }
 
 int64_t stage_parameter_elements(const ModelConfig& m, const Layout& L, int pp_rank,
-                                 const StepOptions& /*options*/) {
+                                 const StepOptions& options) {
   int64_t n = 0;
-  for (const TensorDesc& t : stage_tensors(m, L.pp, pp_rank))
+  for (const TensorDesc& t : stage_tensors(m, L.pp, pp_rank, options.stage_layers))
     n += int64_t(aligned_elements(size_t(local_elements(t, L.tp))));
   return round_up(n, L.dp);
 }
 
 std::vector<GemmShape> step_gemm_shapes(const ModelConfig& m, const Layout& L, int pp_rank,
                                         int micro_batch, long global_batch,
-                                        const StepOptions& /*options*/) {
+                                        const StepOptions& options) {
   const int N = micro_batch * m.seq_len;
   const long micro = micro_batches(L, micro_batch, global_batch);
-  const long blocks = long(stage_layers(m, L.pp, pp_rank).count) * micro;
+  const long blocks = long(stage_layers(m, L.pp, pp_rank, options.stage_layers).count) * micro;
   const bool last = pp_rank == L.pp - 1;
   std::vector<GemmShape> out;
   // The three products of a linear layer with this rank's (out, in) shard of W.
@@ -121,12 +121,12 @@ MemoryCount analytic_memory(const ModelConfig& model, const Layout& L, int pp_ra
   // What every TP rank of the stage holds (the same for each).
   const LayerShape s = layer_shape(model, micro_batch, L.tp, 0);
   const bool last = pp_rank == L.pp - 1;
-  const int local_layers = stage_layers(model, L.pp, pp_rank).count;
+  const int local_layers = stage_layers(model, L.pp, pp_rank, options.stage_layers).count;
   const int slots = int(std::min<long>(micro_batches(L, micro_batch, global_batch), L.pp));
   const double f = sizeof(float);
   const double N = s.N(), C = s.C;
   MemoryCount m;
-  const double P = double(stage_parameter_elements(model, L, pp_rank));
+  const double P = double(stage_parameter_elements(model, L, pp_rank, options));
   m.params = P * f;
   const int zero = options.zero;
   m.grads = (P + (zero ? P / L.dp : 0.0)) * f;
@@ -154,10 +154,11 @@ StepTraffic step_traffic(const ModelConfig& m, const Layout& L, int pp_rank, int
     t.wire[int(a)] = wire;
   };
   if (L.tp > 1) {
-    const double payload = tp_elements_per_micro_batch(m, L, pp_rank, N) * micro * f;
+    const double payload =
+        tp_elements_per_micro_batch(m, L, pp_rank, N, options.stage_layers) * micro * f;
     set(Axis::tp, payload, ring_allreduce(payload, L.tp));
   }
-  const double params = double(stage_parameter_elements(m, L, pp_rank)) * f;
+  const double params = double(stage_parameter_elements(m, L, pp_rank, options)) * f;
   if (L.dp > 1) {
     if (options.zero) {  // reduce-scatter of the gradients, all-gather of this rank's updated shard
       set(Axis::dp, params + params / L.dp,
@@ -171,7 +172,7 @@ StepTraffic step_traffic(const ModelConfig& m, const Layout& L, int pp_rank, int
     const double payload = ((last ? 0 : 1) + (first ? 0 : 1)) * N * C * micro * f;
     set(Axis::pp, payload, payload);
     // The tied tensor's gradient, summed by the first and the last stage.
-    for (const TensorDesc& tied : stage_tensors(m, L.pp, pp_rank)) {
+    for (const TensorDesc& tied : stage_tensors(m, L.pp, pp_rank, options.stage_layers)) {
       if (!tied.tied) continue;
       const double bytes = double(local_elements(tied, L.tp)) * f;
       set(Axis::embed, bytes, ring_allreduce(bytes, 2));

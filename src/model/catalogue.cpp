@@ -174,16 +174,37 @@ ShardSpec shard_of(const TensorDesc& t, int tp, int tp_rank) {
 
 int64_t local_elements(const TensorDesc& t, int tp) { return shard_of(t, tp, 0).local_size(); }
 
-StageLayers stage_layers(const ModelConfig& m, int pp, int pp_rank) {
-  MPT_CHECK(pp >= 1 && m.n_layer % pp == 0 && pp_rank >= 0 && pp_rank < pp,
-            "stage_layers: n_layer " + std::to_string(m.n_layer) + " over pp " +
-                std::to_string(pp) + ", stage " + std::to_string(pp_rank));
-  const int per_stage = m.n_layer / pp;
-  return {pp_rank * per_stage, per_stage};
+std::vector<int> stage_block_counts(const ModelConfig& m, int pp,
+                                    const std::vector<int>& split) {
+  if (split.empty()) {
+    MPT_CHECK(pp >= 1 && m.n_layer % pp == 0, "stage_block_counts: n_layer " +
+                  std::to_string(m.n_layer) + " over pp " + std::to_string(pp) + " unequally");
+    return std::vector<int>(size_t(pp), m.n_layer / pp);
+  }
+  int total = 0;
+  for (int count : split) total += count;
+  MPT_CHECK(int(split.size()) == pp && total == m.n_layer &&
+                *std::min_element(split.begin(), split.end()) >= 1,
+            "stage_block_counts: a split of " + std::to_string(total) + " blocks over " +
+                std::to_string(split.size()) + " stages for n_layer " +
+                std::to_string(m.n_layer) + ", pp " + std::to_string(pp));
+  return split;
 }
 
-std::vector<TensorDesc> stage_tensors(const ModelConfig& m, int pp, int pp_rank) {
-  const StageLayers layers = stage_layers(m, pp, pp_rank);
+StageLayers stage_layers(const ModelConfig& m, int pp, int pp_rank,
+                         const std::vector<int>& split) {
+  MPT_CHECK(pp_rank >= 0 && pp_rank < pp,
+            "stage_layers: stage " + std::to_string(pp_rank) + " of pp " + std::to_string(pp));
+  const std::vector<int> counts = stage_block_counts(m, pp, split);
+  StageLayers layers;
+  for (int s = 0; s < pp_rank; ++s) layers.first += counts[size_t(s)];
+  layers.count = counts[size_t(pp_rank)];
+  return layers;
+}
+
+std::vector<TensorDesc> stage_tensors(const ModelConfig& m, int pp, int pp_rank,
+                                      const std::vector<int>& split) {
+  const StageLayers layers = stage_layers(m, pp, pp_rank, split);
   const bool first = pp_rank == 0, last = pp_rank == pp - 1;
   auto on_stage = [&](int l) { return l >= layers.first && l < layers.first + layers.count; };
   std::vector<TensorDesc> held;

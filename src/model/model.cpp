@@ -9,18 +9,18 @@
 namespace mptrain {
 
 Model::Model(Backend& backend, const Grid& grid, const ModelConfig& config, int micro_batch,
-             int slots, uint64_t seed)
+             int slots, uint64_t seed, const std::vector<int>& stage_split)
     : be_(backend), grid_(grid), collectives_(backend) {
   MPT_CHECK(config.vocab_size > 0, "Model needs a resolved vocab_size");
   const Layout& layout = grid.layout();
   shape_ = layer_shape(config, micro_batch, layout.tp, grid.tp_rank());
-  const StageLayers layers = stage_layers(config, layout.pp, grid.pp_rank());
+  const StageLayers layers = stage_layers(config, layout.pp, grid.pp_rank(), stage_split);
   first_layer_ = layers.first;
 
   // This stage's tensors, in catalogue order (the flat buffer's layout), then the layers bound
   // to them.
   const RankPlace place{layout.tp, grid.tp_rank(), grid.dp_rank() == 0, grid.pp_rank()};
-  for (const TensorDesc& t : stage_tensors(config, layout.pp, grid.pp_rank()))
+  for (const TensorDesc& t : stage_tensors(config, layout.pp, grid.pp_rank(), stage_split))
     params_.add(t, place);
   if (grid.first_stage()) embedding_ = std::make_unique<Embedding>(params_);
   blocks_.reserve(layers.count);

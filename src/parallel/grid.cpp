@@ -2,6 +2,7 @@
 // rank = tp_rank + tp * (dp_rank + dp * pp_rank) and each TP group is a block of neighbours.
 #include "mptrain/parallel/grid.hpp"
 
+#include <numeric>
 #include <sstream>
 
 namespace mptrain {
@@ -11,6 +12,37 @@ std::string Layout::str() const {
   os << "tp=" << tp << " pp=" << pp << " dp=" << dp;
   return os.str();
 }
+
+namespace {
+
+// What is wrong with the pipeline's split of the blocks into stages, or "".
+std::string stage_split_problem(const Layout& layout, const LayoutRequirements& req) {
+  std::ostringstream os;
+  const std::vector<int>& split = req.stage_layers;
+  if (!split.empty()) {
+    os << "[parallel] stage_layers = ";
+    for (size_t s = 0; s < split.size(); ++s) os << (s ? "," : "") << split[s];
+    const int blocks = std::accumulate(split.begin(), split.end(), 0);
+    if (int(split.size()) != layout.pp)
+      os << ": " << split.size() << " stages, but [parallel] pp = " << layout.pp
+         << "; give one block count per stage, or auto";
+    else if (blocks != req.n_layer)
+      os << ": the counts sum to " << blocks << " blocks, but [model] n_layer = " << req.n_layer;
+    else
+      return "";
+  } else if (req.stage_layers_auto) {
+    if (req.n_layer >= layout.pp) return "";
+    os << "[parallel] stage_layers = auto: [model] n_layer = " << req.n_layer << " blocks cannot "
+       << "fill [parallel] pp = " << layout.pp << " stages of at least one block each";
+  } else if (req.n_layer % layout.pp != 0) {
+    os << "[parallel] pp = " << layout.pp << " does not divide [model] n_layer = " << req.n_layer
+       << "; choose pp among the divisors of n_layer, or split the blocks unequally with "
+          "[parallel] stage_layers (auto, or one count per stage)";
+  }
+  return os.str();
+}
+
+}  // namespace
 
 std::string check_layout(const Layout& layout, const LayoutRequirements& req) {
   std::ostringstream os;
@@ -23,9 +55,8 @@ std::string check_layout(const Layout& layout, const LayoutRequirements& req) {
   } else if (req.n_head % layout.tp != 0) {
     os << "[parallel] tp = " << layout.tp << " does not divide [model] n_head = " << req.n_head
        << "; choose tp among the divisors of n_head";
-  } else if (req.n_layer % layout.pp != 0) {
-    os << "[parallel] pp = " << layout.pp << " does not divide [model] n_layer = " << req.n_layer
-       << "; choose pp among the divisors of n_layer";
+  } else if (std::string split = stage_split_problem(layout, req); !split.empty()) {
+    os << split;
   } else if (req.global_batch % (static_cast<long>(layout.dp) * req.micro_batch) != 0) {
     os << "[train] global_batch = " << req.global_batch << " is not divisible by dp * micro_batch = "
        << layout.dp << " * " << req.micro_batch << "; make global_batch a multiple of "

@@ -4,9 +4,11 @@
 #include "mptrain/train/run.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <span>
 
 #include "mptrain/core/error.hpp"
+#include "mptrain/model/stage_balance.hpp"
 
 namespace mptrain {
 
@@ -45,10 +47,56 @@ void load_data(Run& r, const TokenDataset* given) {
     throw InputError(deck.data.val + ": fewer tokens than one global batch needs");
 }
 
+// "3,5": the blocks of each stage.
+std::string counts_text(const std::vector<int>& counts) {
+  std::string text;
+  for (size_t s = 0; s < counts.size(); ++s) {
+    if (s > 0) text += ',';
+    text += std::to_string(counts[s]);
+  }
+  return text;
+}
+
 }  // namespace
 
 std::string Run::layout_text() const {
-  return grid.layout().str() + " zero=" + std::to_string(deck.optim.zero);
+  std::string text = grid.layout().str() + " zero=" + std::to_string(deck.optim.zero);
+  const int pp = grid.layout().pp;
+  if (std::any_of(stage_split.begin(), stage_split.end(),
+                  [&](int blocks) { return blocks * pp != deck.model.n_layer; }))
+    text += " stages=" + counts_text(stage_split);
+  return text;
+}
+
+StepOptions Run::step_options() const {
+  StepOptions options;
+  options.zero = deck.optim.zero;
+  options.stage_layers = stage_split;
+  return options;
+}
+
+std::string Run::stages_text() const {
+  const Layout& L = grid.layout();
+  if (L.pp == 1) return "";
+  const int B = deck.parallel.micro_batch;
+  const std::vector<double> costs = stage_costs(deck.model, L, B, stage_split);
+  const ParallelConfig& p = deck.parallel;
+  const char* how = p.stage_layers_auto ? "auto" : p.stage_layers.empty() ? "empty: equal" : "given";
+  std::string text = "pipeline: " + std::to_string(L.pp) + " stages of " +
+                     counts_text(stage_split) + " blocks ([parallel] stage_layers " + how + ")\n";
+  char line[256];
+  for (int s = 0; s < L.pp; ++s) {
+    const StageLayers layers = stage_layers(deck.model, L.pp, s, stage_split);
+    std::snprintf(line, sizeof line,
+                  "  stage %d: blocks %d-%d%s, %lld parameter elements per rank, modelled "
+                  "%.3f ms per micro-batch\n",
+                  s, layers.first, layers.first + layers.count - 1,
+                  s == 0 ? " + embedding" : s == L.pp - 1 ? " + head" : "",
+                  (long long)stage_parameter_elements(deck.model, L, s, step_options()),
+                  costs[size_t(s)] * 1e3);
+    text += line;
+  }
+  return text;
 }
 
 Layout resolve_layout(const Deck& deck, int world_size) {
@@ -67,9 +115,17 @@ Layout resolve_layout(const Deck& deck, int world_size) {
   req.n_layer = deck.model.n_layer;
   req.global_batch = deck.train.global_batch;
   req.micro_batch = deck.parallel.micro_batch;
+  req.stage_layers = deck.parallel.stage_layers;
+  req.stage_layers_auto = deck.parallel.stage_layers_auto;
   const std::string problem = check_layout(layout, req);
   if (!problem.empty()) throw InputError(problem);
   return layout;
+}
+
+std::vector<int> resolve_stage_split(const Deck& deck, const Layout& layout) {
+  if (deck.parallel.stage_layers_auto)
+    return balance_stages(deck.model, layout, deck.parallel.micro_batch);
+  return stage_block_counts(deck.model, layout.pp, deck.parallel.stage_layers);
 }
 
 std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& options) {
@@ -90,8 +146,9 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
   const long G = deck.train.global_batch;
   const int micro_batches = int(G / (long(layout.dp) * deck.parallel.micro_batch));
   const int slots = std::min(micro_batches, layout.pp);
+  r.stage_split = resolve_stage_split(r.deck, layout);  // pure: the vocabulary is resolved
   r.model = std::make_unique<Model>(*r.backend, r.grid, mc, deck.parallel.micro_batch, slots,
-                                    deck.train.seed);
+                                    deck.train.seed, r.stage_split);
   r.optimizer = std::make_unique<Optimizer>(*r.backend, r.grid, r.model->params(), deck.optim,
                                             deck.parallel.bucket_mb);
   r.schedule = std::make_unique<PipelineSchedule>(*r.backend, *r.model, r.grid, G,

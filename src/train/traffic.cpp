@@ -12,7 +12,7 @@ namespace mptrain {
 StepTraffic analytic_traffic(const Run& run) {
   return step_traffic(run.deck.model, run.grid.layout(), run.grid.pp_rank(),
                       run.deck.parallel.micro_batch, run.deck.train.global_batch,
-                      StepOptions{run.deck.optim.zero});
+                      run.step_options());
 }
 
 void report_communication(const Run& run, const CommCounters& measured, long steps_run) {

@@ -165,6 +165,7 @@ std::unique_ptr<MetricsCsv> start(Run& run) {
     std::printf("mptrain: %d ranks, layout %s, backend %s (%d threads/rank)\n",
                 run.grid.world().size(), run.layout_text().c_str(), run.backend->name().c_str(),
                 run.backend->threads());
+    std::printf("%s", run.stages_text().c_str());
     std::printf("---- resolved deck ----\n%s-----------------------\n", d.text().c_str());
     std::fflush(stdout);
   }

@@ -20,6 +20,11 @@ struct ParallelConfig {
   int dp = 0;           // 0 = world / (tp * pp)
   int micro_batch = 1;  // sequences per micro-batch per DP rank
   double bucket_mb = 4.0;  // DP gradient all-reduce bucket size, MiB
+  // Blocks per pipeline stage, in stage order (pp positive counts summing to n_layer); empty =
+  // n_layer / pp each. With stage_layers_auto the split is balanced by the cost model
+  // (model/stage_balance.hpp) once the layout is known, and the list stays empty.
+  std::vector<int> stage_layers;
+  bool stage_layers_auto = false;
 };
 
 struct TrainConfig {

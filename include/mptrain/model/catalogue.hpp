@@ -100,14 +100,22 @@ ShardSpec shard_of(const TensorDesc& tensor, int tp, int tp_rank);
 // Elements of every TP rank's local storage of the tensor (the same on every rank).
 int64_t local_elements(const TensorDesc& tensor, int tp);
 
-// The blocks pipeline stage `pp_rank` of `pp` holds: [first, first + count).
+// The blocks pipeline stage `pp_rank` of `pp` holds: [first, first + count). `split` gives the
+// blocks of each stage in order ([parallel] stage_layers: pp positive counts summing to
+// n_layer); empty means the equal split, n_layer / pp each (then pp must divide n_layer).
+// Stages always hold contiguous blocks in model order, whatever the split.
 struct StageLayers {
   int first = 0, count = 0;
 };
-StageLayers stage_layers(const ModelConfig& config, int pp, int pp_rank);
+StageLayers stage_layers(const ModelConfig& config, int pp, int pp_rank,
+                         const std::vector<int>& split = {});
+// The split itself: `split` when given, else n_layer / pp for every stage.
+std::vector<int> stage_block_counts(const ModelConfig& config, int pp,
+                                    const std::vector<int>& split = {});
 // The tensors the stage holds, in registration order: the embedding's on the first stage (the
 // tied one on the last stage too), its blocks', the head's on the last stage.
-std::vector<TensorDesc> stage_tensors(const ModelConfig& config, int pp, int pp_rank);
+std::vector<TensorDesc> stage_tensors(const ModelConfig& config, int pp, int pp_rank,
+                                      const std::vector<int>& split = {});
 // True for a tensor the stage holds as a copy of another stage's (the last stage's tied wte
 // when pp > 1): the same global tensor, written and counted for the norm by its owner.
 bool held_as_copy(const TensorDesc& tensor, int pp_rank);

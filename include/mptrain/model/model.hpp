@@ -19,9 +19,10 @@ namespace mptrain {
 class Model {
  public:
   // `config.vocab_size` must be resolved (> 0). `slots` = micro-batches kept in flight.
-  // The parameter buffers are padded to a multiple of dp (ZeRO shards).
+  // The parameter buffers are padded to a multiple of dp (ZeRO shards). `stage_split`: the
+  // blocks of each pipeline stage ([parallel] stage_layers, resolved); empty = n_layer / pp.
   Model(Backend& backend, const Grid& grid, const ModelConfig& config, int micro_batch, int slots,
-        uint64_t seed);
+        uint64_t seed, const std::vector<int>& stage_split = {});
 
   const LayerShape& shape() const { return shape_; }
   ParamSet& params() { return params_; }

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "mptrain/parallel/comm.hpp"
 
@@ -28,6 +29,11 @@ struct LayoutRequirements {
   int n_layer = 1;
   long global_batch = 1;
   int micro_batch = 1;
+  // [parallel] stage_layers: blocks per pipeline stage (pp counts summing to n_layer), or
+  // empty: n_layer / pp each (pp must divide n_layer), or balanced (`stage_layers_auto`: at
+  // least one block per stage).
+  std::vector<int> stage_layers;
+  bool stage_layers_auto = false;
 };
 std::string check_layout(const Layout& layout, const LayoutRequirements& req);
 

@@ -34,6 +34,8 @@ struct Run {
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<PipelineSchedule> schedule;
   std::unique_ptr<SequentialSampler> sampler;
+  // The blocks of each pipeline stage ([parallel] stage_layers resolved: resolve_stage_split).
+  std::vector<int> stage_split;
   std::vector<int32_t> batch_tokens;  // this rank's rows of the batch at hand (batches.hpp)
   long step = 0;
   int64_t tokens_seen = 0;
@@ -42,7 +44,13 @@ struct Run {
 
   Run(const Deck& d, Comm world, Layout layout) : deck(d), grid(std::move(world), layout) {}
   bool is_root() const { return grid.world().rank() == 0; }
+  // "tp=.. pp=.. dp=.. zero=..", and " stages=a,b,.." when the stages are unequal.
   std::string layout_text() const;
+  // What the analytic counts need beyond layout and batch (ZeRO stage, the stage split).
+  StepOptions step_options() const;
+  // Rank 0's header lines on the pipeline: each stage's blocks, part, parameters and modelled
+  // cost (stage_balance.hpp); "" when pp = 1.
+  std::string stages_text() const;
   // Collective over the world: one training batch, the one at the sampler's position, read
   // (this rank's rows) and run through the schedule: forward, backward, gradients reduced.
   // Returns this rank's part of the loss sum (PipelineSchedule::train_batch).
@@ -81,6 +89,11 @@ void report_communication(const Run& run, const CommCounters& measured, long ste
 // The layout a deck asks for on `world_size` ranks (dp = 0 derived), checked against the
 // model and batch. Pure; throws InputError with the message of check_layout().
 Layout resolve_layout(const Deck& deck, int world_size);
+// The blocks of each of layout.pp stages that [parallel] stage_layers asks for: the list as
+// given, n_layer / pp each when empty, or balance_stages() of the cost model under auto (which
+// needs the resolved vocab_size). Pure: every rank gets the same split. The layout must have
+// passed resolve_layout().
+std::vector<int> resolve_stage_split(const Deck& deck, const Layout& layout);
 
 // What build_run() may do differently from training (the benchmark uses both).
 struct RunOptions {
