@@ -8,6 +8,7 @@
 
 #include "mptrain/core/error.hpp"
 #include "mptrain/model/catalogue.hpp"
+#include "mptrain/model/stage_balance.hpp"
 
 namespace mptrain {
 
@@ -214,12 +215,18 @@ std::string PlanLayout::stages_text(const ModelConfig& model) const {
   return s;
 }
 
-std::vector<std::vector<int>> stage_splits(const ModelConfig& model, int pp) {
+std::vector<std::vector<int>> stage_splits(const ModelConfig& model, const Layout& layout,
+                                           int micro_batch) {
   std::vector<std::vector<int>> splits;
+  const int pp = layout.pp;
   if (model.n_layer % pp == 0) splits.push_back({});  // equal: n_layer / pp each
-  // [parallel] stage_layers: when the split of balance_stages (stage_layers = auto) exists,
-  // add it here (it lifts the n_layer % pp rule); the analytic counts take it through
-  // StepOptions::stage_layers.
+  if (pp == 1 || model.n_layer < pp) return splits;
+  // [parallel] stage_layers = auto: what balance_stages would choose (at its default rates,
+  // whose ratio is what moves a split), listed when it is not the equal split.
+  const std::vector<int> balanced = balance_stages(model, layout, micro_batch);
+  if (!std::all_of(balanced.begin(), balanced.end(),
+                   [&](int n) { return n * pp == model.n_layer; }))
+    splits.push_back(balanced);
   return splits;
 }
 
@@ -237,8 +244,8 @@ std::vector<PlanLayout> enumerate_layouts(const ModelConfig& model, long G, int 
         if (rows % mb == 0) mbs.push_back(int(mb));
       if (rows % deck_mb == 0 && !std::count(mbs.begin(), mbs.end(), deck_mb)) mbs.push_back(deck_mb);
       std::sort(mbs.begin(), mbs.end());
-      for (const std::vector<int>& split : stage_splits(model, pp))
-        for (int mb : mbs)
+      for (int mb : mbs)
+        for (const std::vector<int>& split : stage_splits(model, {tp, pp, dp}, mb))
           for (int zero = 0; zero <= (dp > 1 ? 2 : 0); ++zero)
             for (const char* recompute : {"none", "selective", "full"})
               out.push_back({{tp, pp, dp}, mb, {zero, recompute, split}});
@@ -246,7 +253,7 @@ std::vector<PlanLayout> enumerate_layouts(const ModelConfig& model, long G, int 
   }
   if (out.empty())
     throw InputError("no valid layout for " + std::to_string(ranks) + " ranks: tp must divide "
-                     "[model] n_head = " + std::to_string(model.n_head) + ", pp [model] n_layer = " +
+                     "[model] n_head = " + std::to_string(model.n_head) + ", pp at most [model] n_layer = " +
                      std::to_string(model.n_layer) + ", dp = ranks / (tp pp) [train] global_batch = " +
                      std::to_string(G) + "; try another --ranks");
   return out;

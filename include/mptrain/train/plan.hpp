@@ -65,15 +65,17 @@ struct PlanRequest {
 };
 
 // Every valid layout for the deck's model and batch on `ranks` ranks, in a fixed order: tp
-// among the divisors of n_head, pp among those of n_layer, dp = ranks / (tp pp);
-// micro-batches the powers of two dividing global_batch / dp, and the deck's own when it
+// among the divisors of n_head, pp any divisor of ranks / tp with a stage split (below),
+// dp = ranks / (tp pp); micro-batches the powers of two dividing global_batch / dp, and the deck's own when it
 // divides; zero 0, 1, 2 when dp > 1 (0 alone when dp = 1: nothing to shard); recompute none,
 // selective, full; the stage splits of stage_splits(). Throws InputError when there is none.
 std::vector<PlanLayout> enumerate_layouts(const ModelConfig& model, long global_batch,
                                           int deck_micro_batch, int ranks);
-// The stage splits considered for pp stages: equal blocks per stage (an empty list) when pp
-// divides n_layer. The hook for [parallel] stage_layers: add balance_stages' split here.
-std::vector<std::vector<int>> stage_splits(const ModelConfig& model, int pp);
+// The stage splits considered for layout.pp stages and this micro-batch: equal blocks per
+// stage (an empty list) when pp divides n_layer, and balance_stages' split ([parallel]
+// stage_layers = auto, model/stage_balance.hpp) when it differs from that and n_layer >= pp.
+std::vector<std::vector<int>> stage_splits(const ModelConfig& model, const Layout& layout,
+                                           int micro_batch);
 
 // The memory and predicted time of one layout (pure).
 LayoutPrediction predict_layout(const ModelConfig& model, long global_batch,
