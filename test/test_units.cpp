@@ -318,6 +318,13 @@ BOOST_AUTO_TEST_CASE(gemm_shapes_make_six_flops_per_weight_and_token) {
 
 // ---------------------------------------------------------------- analytic communication
 
+// Step options with ZeRO stage z and every other option at its default.
+StepOptions with_zero(int z) {
+  StepOptions options;
+  options.zero = z;
+  return options;
+}
+
 BOOST_AUTO_TEST_CASE(traffic_of_the_golden_model_on_tp2_pp2_dp2_by_hand) {
   // n_layer 2, n_embd 16, seq_len 8, vocab 67; tp 2, pp 2, dp 2; micro_batch 1, global batch 4.
   // Per rank: Vl = 34 vocabulary rows, C/tp = 8, 4C/tp = 32; one block per stage; 4 / (2 * 1)
@@ -330,8 +337,8 @@ BOOST_AUTO_TEST_CASE(traffic_of_the_golden_model_on_tp2_pp2_dp2_by_hand) {
   // = 128, the block: 2368. Stage 1: wte's copy 544, the block, ln_f 32: 2272.
   BOOST_TEST(stage_parameter_elements(m, L, 0) == 2368);
   BOOST_TEST(stage_parameter_elements(m, L, 1) == 2272);
-  const StepTraffic s0 = step_traffic(m, L, 0, 1, 4, StepOptions{.zero = 0});
-  const StepTraffic s1 = step_traffic(m, L, 1, 1, 4, StepOptions{.zero = 0});
+  const StepTraffic s0 = step_traffic(m, L, 0, 1, 4, with_zero(0));
+  const StepTraffic s1 = step_traffic(m, L, 1, 1, 4, with_zero(0));
   auto payload = [](const StepTraffic& t, Axis a) { return t.payload[int(a)]; };
   auto wire = [](const StepTraffic& t, Axis a) { return t.wire[int(a)]; };
   // TP, per micro-batch: 4 (N,C) all-reduces per block = 512 floats; stage 0 adds the
@@ -356,7 +363,7 @@ BOOST_AUTO_TEST_CASE(traffic_of_the_golden_model_on_tp2_pp2_dp2_by_hand) {
   BOOST_TEST(wire(s0, Axis::world) == 42.0);
   // ZeRO-1: reduce-scatter of the buffer and all-gather of the 1/dp shard: 1.5 times the
   // payload, but the same bytes on the wire as the all-reduce.
-  const StepTraffic z = step_traffic(m, L, 0, 1, 4, StepOptions{.zero = 1});
+  const StepTraffic z = step_traffic(m, L, 0, 1, 4, with_zero(1));
   BOOST_TEST(payload(z, Axis::dp) == 4u * (2368 + 1184));
   BOOST_TEST(wire(z, Axis::dp) == wire(s0, Axis::dp));
 }
@@ -365,27 +372,27 @@ BOOST_AUTO_TEST_CASE(traffic_scales_with_the_layout) {
   ModelConfig m;
   m.n_layer = 4, m.n_head = 4, m.n_embd = 32, m.seq_len = 16, m.vocab_size = 256;
   // One rank: only the world all-reduces, which a ring of one does not send.
-  const StepTraffic one = step_traffic(m, Layout{1, 1, 1}, 0, 1, 8, StepOptions{.zero = 0});
+  const StepTraffic one = step_traffic(m, Layout{1, 1, 1}, 0, 1, 8, with_zero(0));
   for (int a = 0; a < n_axes; ++a) {
     BOOST_TEST(one.payload[a] == (Axis(a) == Axis::world ? 24u : 0u));
     BOOST_TEST(one.wire[a] == 0.0);
   }
   // ZeRO's wire bytes equal the all-reduce's for every dp; ring all-reduce wire -> 2x payload.
   for (int dp : {2, 4, 8}) {
-    const StepTraffic z0 = step_traffic(m, Layout{1, 1, dp}, 0, 1, 8, StepOptions{.zero = 0});
-    const StepTraffic z1 = step_traffic(m, Layout{1, 1, dp}, 0, 1, 8, StepOptions{.zero = 1});
+    const StepTraffic z0 = step_traffic(m, Layout{1, 1, dp}, 0, 1, 8, with_zero(0));
+    const StepTraffic z1 = step_traffic(m, Layout{1, 1, dp}, 0, 1, 8, with_zero(1));
     BOOST_TEST(std::abs(z1.wire[int(Axis::dp)] - z0.wire[int(Axis::dp)]) <= 1e-9 * z0.wire[int(Axis::dp)]);
     BOOST_TEST(z0.wire[int(Axis::dp)] == 2.0 * (dp - 1) / dp * double(z0.payload[int(Axis::dp)]));
   }
   // Micro-batches: tp and pp traffic are per micro-batch, dp traffic per step.
-  const StepTraffic a = step_traffic(m, Layout{2, 2, 1}, 1, 1, 8, StepOptions{.zero = 0});
-  const StepTraffic b = step_traffic(m, Layout{2, 2, 1}, 1, 2, 8, StepOptions{.zero = 0});
+  const StepTraffic a = step_traffic(m, Layout{2, 2, 1}, 1, 1, 8, with_zero(0));
+  const StepTraffic b = step_traffic(m, Layout{2, 2, 1}, 1, 2, 8, with_zero(0));
   BOOST_TEST(a.payload[int(Axis::tp)] == b.payload[int(Axis::tp)]);  // 8 x 1 rows = 4 x 2 rows
   BOOST_TEST(a.payload[int(Axis::pp)] == b.payload[int(Axis::pp)]);
-  const StepTraffic c = step_traffic(m, Layout{2, 2, 1}, 1, 1, 16, StepOptions{.zero = 0});
+  const StepTraffic c = step_traffic(m, Layout{2, 2, 1}, 1, 1, 16, with_zero(0));
   BOOST_TEST(c.payload[int(Axis::tp)] == 2 * a.payload[int(Axis::tp)]);
   // A middle stage of pp = 4 sends activations and gradients, and holds no embedding.
-  const StepTraffic mid = step_traffic(m, Layout{1, 4, 1}, 1, 1, 8, StepOptions{.zero = 0});
+  const StepTraffic mid = step_traffic(m, Layout{1, 4, 1}, 1, 1, 8, with_zero(0));
   BOOST_TEST(mid.payload[int(Axis::pp)] == 2u * 8 * 16 * 32 * 4);
   BOOST_TEST(mid.payload[int(Axis::embed)] == 0u);
 }
