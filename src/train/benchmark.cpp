@@ -93,7 +93,8 @@ CommCounters time_steps(const Comm& world, Run& run, BenchResult& r) {
   const BenchOptions& opt = r.options;
   const long total_steps = opt.warmup + opt.steps;
   r.shapes = step_gemm_shapes(run.deck.model, run.grid.layout(), run.grid.pp_rank(),
-                              run.deck.parallel.micro_batch, run.deck.train.global_batch);
+                              run.deck.parallel.micro_batch, run.deck.train.global_batch,
+                              step_options(run.deck));
   const int rounds = int(std::min<long>(opt.gemm_trials, opt.steps));
   std::vector<std::vector<double>> trials(r.shapes.size());
   for (long i = 0; i < opt.warmup; ++i) train_step(run, total_steps);
@@ -264,7 +265,7 @@ BenchResult measure_benchmark(const Deck& deck_in, const BenchOptions& options) 
     mine.measured = measured_memory(*run);
     mine.analytic = analytic_memory(r.deck.model, r.layout, run->grid.pp_rank(),
                                     r.deck.parallel.micro_batch, r.deck.train.global_batch,
-                                    StepOptions{r.deck.optim.zero});
+                                    step_options(r.deck));
   }  // released before the profiled pass
   if (options.profile_steps > 0) {
     mine.backend_bytes = profile(world, deck, run_options, r);  // collective

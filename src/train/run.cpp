@@ -91,7 +91,7 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
   const int micro_batches = int(G / (long(layout.dp) * deck.parallel.micro_batch));
   const int slots = std::min(micro_batches, layout.pp);
   r.model = std::make_unique<Model>(*r.backend, r.grid, mc, deck.parallel.micro_batch, slots,
-                                    deck.train.seed);
+                                    deck.train.seed, recompute_from_name(deck.train.recompute));
   r.optimizer = std::make_unique<Optimizer>(*r.backend, r.grid, r.model->params(), deck.optim,
                                             deck.parallel.bucket_mb);
   r.schedule = std::make_unique<PipelineSchedule>(*r.backend, *r.model, r.grid, G,
