@@ -101,11 +101,12 @@ void BlockScratch::each(const LayerShape& s, Recompute mode, F&& f) {
   f(&S::datty, N * Cl);
   f(&S::dfch, N * Hl);
   f(&S::dln, N * C);
-  // The complement of BlockActivations' list, less atty, fch_gelu (in datty, dfch) and out.
+  // The complement of BlockActivations' list, less ln1, ln2 (in dln), atty (in datty),
+  // fch_gelu (in dfch) and out.
   if (mode == Recompute::none) return;
-  f(&S::ln1, N * C), f(&S::ln1_mean, N), f(&S::ln1_rstd, N);
+  f(&S::ln1_mean, N), f(&S::ln1_rstd, N);
   f(&S::att, size_t(s.B) * s.NHl() * s.T * s.T);
-  f(&S::ln2, N * C), f(&S::ln2_mean, N), f(&S::ln2_rstd, N);
+  f(&S::ln2_mean, N), f(&S::ln2_rstd, N);
   if (mode == Recompute::full) f(&S::qkv, N * 3 * Cl), f(&S::res2, N * C), f(&S::fch, N * Hl);
 }
 
@@ -162,10 +163,10 @@ size_t BlockScratch::elements() const {
 BlockTensors::BlockTensors(BlockActivations& a, BlockScratch& sc) {
   // A buffer the mode does not keep is empty in `a`.
   auto pick = [](Buffer& kept, Buffer& shared) { return kept.size() ? kept.data() : shared.data(); };
-  ln1 = pick(a.ln1, sc.ln1), ln1_mean = pick(a.ln1_mean, sc.ln1_mean);
+  ln1 = pick(a.ln1, sc.dln), ln1_mean = pick(a.ln1_mean, sc.ln1_mean);
   ln1_rstd = pick(a.ln1_rstd, sc.ln1_rstd);
   qkv = pick(a.qkv, sc.qkv), att = pick(a.att, sc.att), atty = pick(a.atty, sc.datty);
-  res2 = pick(a.res2, sc.res2), ln2 = pick(a.ln2, sc.ln2);
+  res2 = pick(a.res2, sc.res2), ln2 = pick(a.ln2, sc.dln);
   ln2_mean = pick(a.ln2_mean, sc.ln2_mean), ln2_rstd = pick(a.ln2_rstd, sc.ln2_rstd);
   fch = pick(a.fch, sc.fch), fch_gelu = pick(a.fch_gelu, sc.dfch), out = a.out.data();
 }
@@ -266,8 +267,7 @@ void Block::recompute(const LayerContext& cx, const float* x, const BlockTensors
       return;
     case Recompute::selective:
       // From what was kept, by the ops forward's fused ones are defined to equal bit for bit
-      // (backend.hpp): LayerNorm(x), attention(qkv), LayerNorm(res2), gelu(fch).
-      layernorm_forward(cx, ln1, x, t.ln1, t.ln1_mean, t.ln1_rstd);
+      // (backend.hpp): attention(qkv), LayerNorm(res2), gelu(fch); ln1 comes later.
       cx.be.attention_forward(t.atty, t.att, t.qkv, s.B, s.T, s.NHl(), s.HS());
       layernorm_forward(cx, ln2, t.res2, t.ln2, t.ln2_mean, t.ln2_rstd);
       cx.be.gelu_forward(t.fch_gelu, t.fch, size_t(s.N()) * s.Hl());
@@ -302,6 +302,8 @@ void Block::backward(const LayerContext& cx, const float* x, BlockActivations& a
   be.attention_backward(sc.dqkv.data(), sc.datt.data(), sc.datty.data(), t.qkv, t.att, s.B, s.T,
                         s.NHl(), s.HS());                         // dqkv (B,T,3Cl)
   be.bias_backward(cx.grad(qkv.bias), sc.dqkv.data(), N, qkv.out);
+  // Unless kept, ln1 is in dln, where ln2 and dln2 have been since: LayerNorm(x) again.
+  if (a.mode != Recompute::none) layernorm_forward(cx, ln1, x, t.ln1, t.ln1_mean, t.ln1_rstd);
   linear_backward(cx, qkv, t.ln1, sc.dqkv.data(), sc.dln.data());  // dln1, this rank's
   copy_to_tp_backward(cx, sc.dln.data(), size_t(N) * C);           // dln1 (B,T,C)
   // dres becomes the gradient of x: the residual path plus ln1's backward.

@@ -91,7 +91,8 @@ struct Embedding {
 //    output fch_gelu (its input fch is kept: GELU cannot be inverted) nor the two LayerNorms'
 //    outputs; recomputed from qkv, fch, x and res2 without a weight product or communication;
 //  - full: only the block's output (the next block's input, kept anyway); backward reruns the
-//    block's forward up to the GELU first (three of its four products, one TP all-reduce).
+//    block's forward up to the GELU first (three of its four products, one TP all-reduce),
+//    and ln1 once more before its product's backward.
 // What is recomputed lives in the stage's BlockScratch: one block's worth for all blocks.
 enum class Recompute { none, selective, full };
 // "none", "selective", "full" (the deck's spelling); recompute_from_name throws InputError on
@@ -124,9 +125,9 @@ struct BlockActivations {
 };
 
 // Scratch shared by all blocks of the stage: the gradients of backward and, unless the mode is
-// none, the block tensors it recomputes (those BlockActivations does not keep, except atty and
-// fch_gelu, which live in datty and dfch: each is last read by the product that overwrites it
-// with its own gradient).
+// none, the block tensors it recomputes (those BlockActivations does not keep, except ln1 and
+// ln2, which live in dln, atty in datty and fch_gelu in dfch: each is last read by the product
+// that overwrites it with its own gradient; ln1 is recomputed once more, after dln2).
 struct BlockScratch {
   Buffer dqkv;   // (B,T,3Cl)
   Buffer datt;   // (B,NHl,T,T)
@@ -134,7 +135,7 @@ struct BlockScratch {
   Buffer dfch;   // (B,T,Hl)
   Buffer dln;    // (B,T,C)
   // Recomputed (shapes as in BlockActivations).
-  Buffer ln1, ln1_mean, ln1_rstd, qkv, att, res2, ln2, ln2_mean, ln2_rstd, fch;
+  Buffer ln1_mean, ln1_rstd, qkv, att, res2, ln2_mean, ln2_rstd, fch;
   BlockScratch(Backend& be, const LayerShape& s, Recompute mode = Recompute::none);
   template <class F>
   static void each(const LayerShape& s, Recompute mode, F&& f);
