@@ -161,6 +161,7 @@ size_t BlockScratch::elements() const {
 }
 
 BlockTensors::BlockTensors(BlockActivations& a, BlockScratch& sc) {
+  MPT_CHECK(a.mode == sc.mode, "a block's activations and scratch differ in recompute mode");
   // A buffer the mode does not keep is empty in `a`.
   auto pick = [](Buffer& kept, Buffer& shared) { return kept.size() ? kept.data() : shared.data(); };
   ln1 = pick(a.ln1, sc.dln), ln1_mean = pick(a.ln1_mean, sc.ln1_mean);
