@@ -40,6 +40,7 @@ global_batch = 16
 steps = 250
 seed = 18446744073709551615
 max_bad_steps = 7
+recompute = selective
 
 [optim]
 lr = 6e-4
@@ -146,6 +147,7 @@ BOOST_AUTO_TEST_CASE(full_deck_values) {
   BOOST_TEST(d.train.steps == 250);
   BOOST_TEST(d.train.seed == 18446744073709551615ull);
   BOOST_TEST(d.train.max_bad_steps == 7);
+  BOOST_TEST(d.train.recompute == "selective");
   BOOST_TEST(same_bits(d.optim.lr, 6e-4));
   BOOST_TEST(same_bits(d.optim.min_lr, 0.00006));
   BOOST_TEST(d.optim.warmup_steps == 10);
@@ -311,6 +313,8 @@ BOOST_AUTO_TEST_CASE(bad_values) {
   expect_text_error(minimal_deck + "[parallel]\nbucket_mb = 0\n", {"[parallel] bucket_mb", "> 0"});
   expect_text_error(minimal_deck + "[train]\nseed = -1\n", {"[train] seed", ">= 0"});
   expect_text_error(minimal_deck + "[train]\nmax_bad_steps = 0\n", {"[train] max_bad_steps"});
+  expect_text_error(minimal_deck + "[train]\nrecompute = yes\n",
+                    {"[train] recompute = \"yes\"", "none, selective, full"});
   expect_text_error(minimal_deck + "[model]\nn_head = 99999999999\n",
                     {"[model] n_head", "at most 2147483647"});
   expect_text_error(minimal_deck + "[log]\nevery = 0\n", {"[log] every", ">= 1"});

@@ -123,8 +123,8 @@ BOOST_AUTO_TEST_CASE(block_matches_one_rank) {
   p.be->to_device(x_dev.data(), x.data(), n);
   BlockActivations a_par(*p.be, s_par), a_one(*p.be, s_one);
   BlockScratch sc_par(*p.be, s_par), sc_one(*p.be, s_one);
-  blk_par.forward(cx_par, x_dev.data(), a_par);
-  blk_one.forward(cx_one, x_dev.data(), a_one);
+  blk_par.forward(cx_par, x_dev.data(), a_par, sc_par);
+  blk_one.forward(cx_one, x_dev.data(), a_one, sc_one);
   expect_close(a_par.out.to_host(), a_one.out.to_host(), 1e-5, "block output");
 
   p.be->to_device(dres_par.data(), dout.data(), n);
@@ -326,7 +326,7 @@ BOOST_AUTO_TEST_CASE(block_backward_matches_finite_differences) {
   be->to_device(x_dev.data(), x.data(), n);
   BlockActivations a(*be, s);
   BlockScratch sc(*be, s);
-  blk.forward(cx, x_dev.data(), a);
+  blk.forward(cx, x_dev.data(), a, sc);
   be->to_device(dres.data(), r.data(), n);
   blk.backward(cx, x_dev.data(), a, sc, dres.data());
 
@@ -380,4 +380,89 @@ BOOST_AUTO_TEST_CASE(embedding_and_head_backward_match_finite_differences) {
   BOOST_TEST(std::abs(loss_float - loss()) <= 1e-6 * loss(), "loss " << loss_float << " vs "
                                                                       << loss() << " in double");
   expect_parameter_gradients(ps, P, loss);  // wte (embedding and head), wpe, ln_f
+}
+
+// ---------------------------------------------------------------- activation recomputation
+
+namespace {
+
+// A block on this grid's TP group with two micro-batches in flight, as 1F1B keeps them on a
+// middle stage (forward both, then backward both: the second forward runs between the first
+// one's forward and its backward, through the same shared scratch), under one recompute mode.
+// Returns the two outputs, the two input gradients and the parameter gradients.
+std::vector<std::vector<float>> block_two_in_flight(const Grid& grid, Backend& be,
+                                                    DeviceCollectives& dc, Recompute mode) {
+  const int B = 2, T = 5, C = 16, NH = 4;
+  const ModelConfig m = make_config(2, T, C, NH, 13);
+  const LayerShape s = make_shape(grid, B, m);
+  ParamSet ps;
+  add_tensors(ps, grid, m, in_layer_0);
+  const Block blk(ps, 0);
+  ps.allocate(be, 1);
+  ps.initialize(seed);
+  perturb(be, ps, 7, 0.3f);
+  const LayerContext cx{be, ps, dc, grid.tp(), s};
+  const size_t n = size_t(B) * T * C;
+  std::vector<Buffer> x, dres;
+  std::vector<BlockActivations> a;
+  for (int mb = 0; mb < 2; ++mb) {
+    x.push_back(support::upload(be, random_vector(n, 10 + mb)));
+    dres.push_back(support::upload(be, random_vector(n, 20 + mb)));
+    a.emplace_back(be, s, mode);
+  }
+  BlockScratch sc(be, s, mode);
+  std::vector<std::vector<float>> results;
+  for (int mb = 0; mb < 2; ++mb) blk.forward(cx, x[mb].data(), a[mb], sc);
+  for (int mb = 0; mb < 2; ++mb) results.push_back(a[mb].out.to_host());
+  for (int mb = 0; mb < 2; ++mb) blk.backward(cx, x[mb].data(), a[mb], sc, dres[mb].data());
+  for (int mb = 0; mb < 2; ++mb) results.push_back(dres[mb].to_host());
+  results.push_back(ps.grads().to_host());
+  return results;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(recomputation_gives_the_bits_of_none) {
+  // On the TP group of the world (1, 2 or 4 ranks), with 1 and 2 OpenMP threads.
+  const Grid grid(Comm::world(), Layout{Comm::world().size(), 1, 1});
+  const char* names[] = {"output 0", "output 1", "input gradient 0", "input gradient 1",
+                         "parameter gradients"};
+  for (int threads : {1, 2}) {
+    auto be = make_cpu_backend(threads);
+    DeviceCollectives dc(*be);
+    const auto none = block_two_in_flight(grid, *be, dc, Recompute::none);
+    for (Recompute mode : {Recompute::selective, Recompute::full}) {
+      const auto got = block_two_in_flight(grid, *be, dc, mode);
+      BOOST_REQUIRE_EQUAL(got.size(), none.size());
+      for (size_t i = 0; i < got.size(); ++i)
+        BOOST_TEST(support::bit_identical(got[i], none[i]), recompute_name(mode)
+                                                       << " vs none, " << threads
+                                                       << " thread(s): " << names[i] << " differ");
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(recomputation_keeps_less) {
+  // What a block keeps per micro-batch, and the shared scratch, by the definitions of
+  // layers.hpp (B = 2, T = 5, C = 16, 4 heads; on one rank: Cl = C, NHl = 4, Hl = 64).
+  const Grid one(Comm::self(), Layout{1, 1, 1});
+  const LayerShape s = make_shape(one, 2, make_config(2, 5, 16, 4, 13));
+  const size_t N = 10, C = 16, Hl = 64, att = 2 * 4 * 5 * 5;
+  const size_t ln = N * C + 2 * N;  // a LayerNorm's output, mean and rstd
+  BOOST_TEST(BlockActivations::elements(s, Recompute::none) ==
+             ln + 3 * N * C + att + N * C + N * C + ln + 2 * N * Hl + N * C);
+  BOOST_TEST(BlockActivations::elements(s, Recompute::selective) == 3 * N * C + N * C + N * Hl + N * C);
+  BOOST_TEST(BlockActivations::elements(s, Recompute::full) == N * C);
+  const size_t backward = 3 * N * C + att + N * C + N * Hl + N * C;
+  BOOST_TEST(BlockScratch::elements(s, Recompute::none) == backward);
+  // Recomputed: ln1, ln2 in dln, atty in datty, fch_gelu in dfch; the rest in their own.
+  BOOST_TEST(BlockScratch::elements(s, Recompute::selective) == backward + 4 * N + att);
+  BOOST_TEST(BlockScratch::elements(s, Recompute::full) ==
+             backward + 4 * N + att + 3 * N * C + N * C + N * Hl);
+  // The structs hold what their lists say.
+  auto be = make_cpu_backend(1);
+  for (Recompute mode : {Recompute::none, Recompute::selective, Recompute::full}) {
+    BOOST_TEST(BlockActivations(*be, s, mode).elements() == BlockActivations::elements(s, mode));
+    BOOST_TEST(BlockScratch(*be, s, mode).elements() == BlockScratch::elements(s, mode));
+  }
 }

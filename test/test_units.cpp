@@ -407,3 +407,70 @@ BOOST_AUTO_TEST_CASE(parameter_count_formula_matches_the_model_on_one_rank) {
   Model model(*be, grid, m, 1, 1, 1);
   BOOST_TEST(int64_t(model.params().padded()) == stage_parameter_elements(m, Layout{1, 1, 1}, 0));
 }
+
+// ---------------------------------------------------------------- activation recomputation
+
+namespace {
+StepOptions recomputing(const std::string& mode) {
+  StepOptions o;
+  o.recompute = mode;
+  return o;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(activation_memory_follows_the_recompute_mode) {
+  // The analytic activation count against the buffers Model really allocates, per mode, and
+  // each mode holding less than the one before. Layout 1x1x1: slots = min(micro-batches, pp).
+  ModelConfig m;
+  m.n_layer = 3, m.n_head = 2, m.n_embd = 24, m.seq_len = 5, m.vocab_size = 71;
+  const Layout L{1, 1, 1};
+  const Grid grid(Comm::self(), L);
+  auto be = make_cpu_backend(1);
+  double previous = 0;
+  for (const std::string mode : {"none", "selective", "full"}) {
+    Model model(*be, grid, m, 2, 1, 1, recompute_from_name(mode));
+    const MemoryCount analytic = analytic_memory(m, L, 0, 2, 4, recomputing(mode));
+    BOOST_TEST(analytic.activations == double(model.activation_elements()) * sizeof(float),
+               mode << ": analytic " << analytic.activations << " B, the model holds "
+                    << model.activation_elements() << " floats");
+    if (mode != "none") BOOST_TEST(analytic.activations < previous, mode);
+    previous = analytic.activations;
+  }
+}
+
+BOOST_AUTO_TEST_CASE(full_recomputation_repeats_the_attention_all_reduce) {
+  // The golden model of traffic_of_the_golden_model_on_tp2_pp2_dp2_by_hand: per block and
+  // micro-batch, full recomputation sums the attention projection's (N,C) = 8 x 16 floats
+  // over TP once more (the MLP's output projection is not rerun); selective communicates
+  // nothing more. Only TP changes.
+  ModelConfig m;
+  m.n_layer = 2, m.n_head = 4, m.n_embd = 16, m.seq_len = 8, m.vocab_size = 67;
+  const Layout L{2, 2, 2};
+  for (int stage : {0, 1}) {
+    const StepTraffic none = step_traffic(m, L, stage, 1, 4, recomputing("none"));
+    const StepTraffic sel = step_traffic(m, L, stage, 1, 4, recomputing("selective"));
+    const StepTraffic full = step_traffic(m, L, stage, 1, 4, recomputing("full"));
+    for (int a = 0; a < n_axes; ++a) {
+      BOOST_TEST(sel.payload[a] == none.payload[a]);
+      if (Axis(a) != Axis::tp) BOOST_TEST(full.payload[a] == none.payload[a]);
+    }
+    BOOST_TEST(full.payload[int(Axis::tp)] == none.payload[int(Axis::tp)] + 2u * 4 * 128);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(full_recomputation_reruns_three_of_four_block_products) {
+  // The forward products of qkv (3C x C), attn.c_proj (C x C) and mlp.c_fc (4C x C) once more
+  // per layer and token: 2 * 8 C^2 flops; selective reruns no product.
+  ModelConfig m;
+  m.n_layer = 3, m.n_head = 2, m.n_embd = 8, m.seq_len = 6, m.vocab_size = 11;
+  const long G = 4;
+  auto flops = [&](const std::string& mode) {
+    double f = 0;
+    for (const GemmShape& g : step_gemm_shapes(m, Layout{1, 1, 1}, 0, 2, G, recomputing(mode)))
+      f += g.flops() * double(g.count);
+    return f;
+  };
+  const double C = m.n_embd, tokens = double(G * m.seq_len);
+  BOOST_TEST(flops("selective") == flops("none"));
+  BOOST_TEST(flops("full") == flops("none") + 2.0 * 8 * C * C * m.n_layer * tokens);
+}

@@ -249,6 +249,8 @@ const std::vector<KeySpec>& key_table() {
       integer_key("train", "steps", &D::train, &TrainConfig::steps, 0L, long_max, "iterations"),
       integer_key("train", "seed", &D::train, &TrainConfig::seed, uint64_t{0}),
       integer_key("train", "max_bad_steps", &D::train, &TrainConfig::max_bad_steps, 1L),
+      choice_key("train", "recompute", &D::train, &TrainConfig::recompute,
+                 {"none", "selective", "full"}),
       double_key("optim", "lr", &D::optim, &OptimConfig::lr, positive(), "learning_rate"),
       double_key("optim", "min_lr", &D::optim, &OptimConfig::min_lr, non_negative(),
                  "min_learning_rate"),

@@ -50,13 +50,18 @@ std::vector<GemmShape> merge_same_shapes(const std::vector<GemmShape>& shapes) {
 // (the LM head's too: it is column-parallel over the vocabulary); the vocab-parallel embedding
 // sums its lookups (N, C) forward; the vocab-parallel cross-entropy sums the row maxima (N) and
 // the sums of exponentials with the target logits (2N).
-double tp_elements_per_micro_batch(const ModelConfig& m, const Layout& L, int pp_rank,
-                                   double N, const std::vector<int>& split) {
+// Full recomputation reruns a block's forward up to the GELU before its backward, so each
+// block's row-parallel products but the last (the MLP's output projection) sum again.
+double tp_elements_per_micro_batch(const ModelConfig& m, const Layout& L, int pp_rank, double N,
+                                   const std::vector<int>& split, Recompute recompute) {
   const bool first = pp_rank == 0, last = pp_rank == L.pp - 1;
   double elements = 0;
   for (const TensorDesc& t : stage_tensors(m, L.pp, pp_rank, split)) {
     if (t.role != Role::weight) continue;
     if (t.part == Part::embedding && t.split == Split::vocab && first) elements += N * t.cols();
+    if (recompute == Recompute::full && t.part == Part::block && t.split == Split::columns &&
+        t.module != Module::mlp_proj)
+      elements += N * t.rows();
     const bool used_as_product = t.product && (t.part == Part::block || last);
     if (!used_as_product) continue;
     if (t.split == Split::columns) elements += N * t.rows();
@@ -97,12 +102,15 @@ std::vector<GemmShape> step_gemm_shapes(const ModelConfig& m, const Layout& L, i
   const bool last = pp_rank == L.pp - 1;
   std::vector<GemmShape> out;
   // The three products of a linear layer with this rank's (out, in) shard of W.
+  // Full recomputation runs a block's forward products again, but the MLP's output projection.
+  const bool full = recompute_from_name(options.recompute) == Recompute::full;
   auto linear = [&](const TensorDesc& w, long count) {
     if (count == 0) return;
     const ShardSpec local = shard_of(w, L.tp, 0);
     const int outf = int(local.local_rows), in = int(local.local_cols);
     const std::string name = w.product;
-    out.push_back({name + ".fwd", false, true, N, outf, in, 0.0f, count});  // y = x W^T
+    const bool again = full && w.part == Part::block && w.module != Module::mlp_proj;
+    out.push_back({name + ".fwd", false, true, N, outf, in, 0.0f, again ? 2 * count : count});
     out.push_back({name + ".dW", true, false, outf, in, N, 1.0f, count});   // dW += dy^T x
     out.push_back({name + ".dX", false, false, N, in, outf, 0.0f, count});  // dx = dy W
   };
@@ -131,11 +139,12 @@ MemoryCount analytic_memory(const ModelConfig& model, const Layout& L, int pp_ra
   const int zero = options.zero;
   m.grads = (P + (zero ? P / L.dp : 0.0)) * f;
   m.optimizer = 2 * (zero ? P / L.dp : P) * f;
-  // What Model allocates: per slot, every block's activations and the stage input (B,T,C);
-  // once, the blocks' backward scratch, the gradient of the stage output (B,T,C) and, on the
-  // last stage, the head's work.
-  double a = slots * (local_layers * double(BlockActivations::elements(s)) + N * C);
-  a += double(BlockScratch::elements(s)) + N * C;
+  // What Model allocates: per slot, every block's activations (what the recompute mode keeps)
+  // and the stage input (B,T,C); once, the blocks' scratch (backward and recomputation), the
+  // gradient of the stage output (B,T,C) and, on the last stage, the head's work.
+  const Recompute recompute = recompute_from_name(options.recompute);
+  double a = slots * (local_layers * double(BlockActivations::elements(s, recompute)) + N * C);
+  a += double(BlockScratch::elements(s, recompute)) + N * C;
   if (last) a += double(Head::Work::elements(s));
   m.activations = a * f;
   m.buffers = slots * 2 * N * sizeof(int32_t);  // token ids and targets
@@ -155,7 +164,9 @@ StepTraffic step_traffic(const ModelConfig& m, const Layout& L, int pp_rank, int
   };
   if (L.tp > 1) {
     const double payload =
-        tp_elements_per_micro_batch(m, L, pp_rank, N, options.stage_layers) * micro * f;
+        tp_elements_per_micro_batch(m, L, pp_rank, N, options.stage_layers,
+                                    recompute_from_name(options.recompute)) *
+        micro * f;
     set(Axis::tp, payload, ring_allreduce(payload, L.tp));
   }
   const double params = double(stage_parameter_elements(m, L, pp_rank, options)) * f;

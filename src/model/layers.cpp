@@ -58,24 +58,42 @@ void layernorm_backward(const LayerContext& cx, const Norm& n, const float* dy, 
                            mean, rstd, cx.shape.N(), cx.shape.C);
 }
 
+// ------------------------------------------------------------------ recomputation
+
+const char* recompute_name(Recompute mode) {
+  switch (mode) {
+    case Recompute::none: return "none";
+    case Recompute::selective: return "selective";
+    case Recompute::full: return "full";
+  }
+  return "?";
+}
+
+Recompute recompute_from_name(const std::string& name) {
+  for (Recompute mode : {Recompute::none, Recompute::selective, Recompute::full})
+    if (name == recompute_name(mode)) return mode;
+  throw InputError("recompute = " + name + " is not one of none, selective, full");
+}
+
 // ------------------------------------------------------------------ the work buffers
 
 template <class F>
-void BlockActivations::each(const LayerShape& s, F&& f) {
+void BlockActivations::each(const LayerShape& s, Recompute mode, F&& f) {
   using A = BlockActivations;
   const size_t N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl();
-  f(&A::ln1, N * C), f(&A::ln1_mean, N), f(&A::ln1_rstd, N);
-  f(&A::qkv, N * 3 * Cl);
-  f(&A::att, size_t(s.B) * s.NHl() * s.T * s.T);
-  f(&A::atty, N * Cl);
-  f(&A::res2, N * C);
-  f(&A::ln2, N * C), f(&A::ln2_mean, N), f(&A::ln2_rstd, N);
-  f(&A::fch, N * Hl), f(&A::fch_gelu, N * Hl);
+  const bool all = mode == Recompute::none, partial = mode != Recompute::full;
+  if (all) f(&A::ln1, N * C), f(&A::ln1_mean, N), f(&A::ln1_rstd, N);
+  if (partial) f(&A::qkv, N * 3 * Cl);
+  if (all) f(&A::att, size_t(s.B) * s.NHl() * s.T * s.T), f(&A::atty, N * Cl);
+  if (partial) f(&A::res2, N * C);
+  if (all) f(&A::ln2, N * C), f(&A::ln2_mean, N), f(&A::ln2_rstd, N);
+  if (partial) f(&A::fch, N * Hl);
+  if (all) f(&A::fch_gelu, N * Hl);
   f(&A::out, N * C);
 }
 
 template <class F>
-void BlockScratch::each(const LayerShape& s, F&& f) {
+void BlockScratch::each(const LayerShape& s, Recompute mode, F&& f) {
   using S = BlockScratch;
   const size_t N = s.N(), C = s.C, Cl = s.Cl(), Hl = s.Hl();
   f(&S::dqkv, N * 3 * Cl);
@@ -83,43 +101,76 @@ void BlockScratch::each(const LayerShape& s, F&& f) {
   f(&S::datty, N * Cl);
   f(&S::dfch, N * Hl);
   f(&S::dln, N * C);
+  // The complement of BlockActivations' list, less ln1, ln2 (in dln), atty (in datty),
+  // fch_gelu (in dfch) and out.
+  if (mode == Recompute::none) return;
+  f(&S::ln1_mean, N), f(&S::ln1_rstd, N);
+  f(&S::att, size_t(s.B) * s.NHl() * s.T * s.T);
+  f(&S::ln2_mean, N), f(&S::ln2_rstd, N);
+  if (mode == Recompute::full) f(&S::qkv, N * 3 * Cl), f(&S::res2, N * C), f(&S::fch, N * Hl);
 }
 
 namespace {
-// Allocates every buffer of a work struct from its list.
-template <class W>
-void allocate_buffers(W& w, Backend& be) {
-  W::each(w.shape, [&](Buffer W::*buffer, size_t n) { w.*buffer = Buffer(be, n); });
+// The helpers take a work struct's list as list(f): its each() bound to a shape (and a mode).
+template <class W, class List>
+void allocate_buffers(W& w, Backend& be, const List& list) {
+  list([&](Buffer W::*buffer, size_t n) { w.*buffer = Buffer(be, n); });
 }
-// Floats the list says a work struct of shape s holds.
-template <class W>
-size_t listed_elements(const LayerShape& s) {
+// Floats the list says the struct holds.
+template <class W, class List>
+size_t listed_elements(const List& list) {
   size_t total = 0;
-  W::each(s, [&](Buffer W::*, size_t n) { total += n; });
+  list([&](Buffer W::*, size_t n) { total += n; });
   return total;
 }
 // Floats a work struct's buffers really hold.
-template <class W>
-size_t held_elements(const W& w) {
+template <class W, class List>
+size_t held_elements(const W& w, const List& list) {
   size_t total = 0;
-  W::each(w.shape, [&](Buffer W::*buffer, size_t) { total += (w.*buffer).size(); });
+  list([&](Buffer W::*buffer, size_t) { total += (w.*buffer).size(); });
   return total;
+}
+template <class W>
+auto list_of(const LayerShape& s, Recompute mode) {
+  return [=](auto&& f) { W::each(s, mode, f); };
+}
+auto head_list(const LayerShape& s) {
+  return [=](auto&& f) { Head::Work::each(s, f); };
 }
 }  // namespace
 
-BlockActivations::BlockActivations(Backend& be, const LayerShape& s) : shape(s) {
-  allocate_buffers(*this, be);
+BlockActivations::BlockActivations(Backend& be, const LayerShape& s, Recompute m)
+    : shape(s), mode(m) {
+  allocate_buffers(*this, be, list_of<BlockActivations>(s, m));
 }
-size_t BlockActivations::elements(const LayerShape& s) {
-  return listed_elements<BlockActivations>(s);
+size_t BlockActivations::elements(const LayerShape& s, Recompute mode) {
+  return listed_elements<BlockActivations>(list_of<BlockActivations>(s, mode));
 }
-size_t BlockActivations::elements() const { return held_elements(*this); }
+size_t BlockActivations::elements() const {
+  return held_elements(*this, list_of<BlockActivations>(shape, mode));
+}
 
-BlockScratch::BlockScratch(Backend& be, const LayerShape& s) : shape(s) {
-  allocate_buffers(*this, be);
+BlockScratch::BlockScratch(Backend& be, const LayerShape& s, Recompute m) : shape(s), mode(m) {
+  allocate_buffers(*this, be, list_of<BlockScratch>(s, m));
 }
-size_t BlockScratch::elements(const LayerShape& s) { return listed_elements<BlockScratch>(s); }
-size_t BlockScratch::elements() const { return held_elements(*this); }
+size_t BlockScratch::elements(const LayerShape& s, Recompute mode) {
+  return listed_elements<BlockScratch>(list_of<BlockScratch>(s, mode));
+}
+size_t BlockScratch::elements() const {
+  return held_elements(*this, list_of<BlockScratch>(shape, mode));
+}
+
+BlockTensors::BlockTensors(BlockActivations& a, BlockScratch& sc) {
+  MPT_CHECK(a.mode == sc.mode, "a block's activations and scratch differ in recompute mode");
+  // A buffer the mode does not keep is empty in `a`.
+  auto pick = [](Buffer& kept, Buffer& shared) { return kept.size() ? kept.data() : shared.data(); };
+  ln1 = pick(a.ln1, sc.dln), ln1_mean = pick(a.ln1_mean, sc.ln1_mean);
+  ln1_rstd = pick(a.ln1_rstd, sc.ln1_rstd);
+  qkv = pick(a.qkv, sc.qkv), att = pick(a.att, sc.att), atty = pick(a.atty, sc.datty);
+  res2 = pick(a.res2, sc.res2), ln2 = pick(a.ln2, sc.dln);
+  ln2_mean = pick(a.ln2_mean, sc.ln2_mean), ln2_rstd = pick(a.ln2_rstd, sc.ln2_rstd);
+  fch = pick(a.fch, sc.fch), fch_gelu = pick(a.fch_gelu, sc.dfch), out = a.out.data();
+}
 
 template <class F>
 void Head::Work::each(const LayerShape& s, F&& f) {
@@ -130,9 +181,11 @@ void Head::Work::each(const LayerShape& s, F&& f) {
   f(&W::row_max, N), f(&W::stats, 2 * N), f(&W::losses, N);
 }
 
-Head::Work::Work(Backend& be, const LayerShape& s) : shape(s) { allocate_buffers(*this, be); }
-size_t Head::Work::elements(const LayerShape& s) { return listed_elements<Head::Work>(s); }
-size_t Head::Work::elements() const { return held_elements(*this); }
+Head::Work::Work(Backend& be, const LayerShape& s) : shape(s) {
+  allocate_buffers(*this, be, head_list(s));
+}
+size_t Head::Work::elements(const LayerShape& s) { return listed_elements<Head::Work>(head_list(s)); }
+size_t Head::Work::elements() const { return held_elements(*this, head_list(shape)); }
 
 // ------------------------------------------------------------------ embedding
 
@@ -167,57 +220,95 @@ Block::Block(const ParamSet& ps, int layer)
       fc(Linear::bind(ps, Module::mlp_fc, layer)),
       fc_proj(Linear::bind(ps, Module::mlp_proj, layer)) {}
 
-void Block::forward(const LayerContext& cx, const float* x, BlockActivations& a) const {
+void Block::attention_part(const LayerContext& cx, const float* x, const BlockTensors& t) const {
   Backend& be = cx.be;
   const LayerShape& s = cx.shape;
   const int N = s.N(), C = s.C;
-  // Attention. ln1 is the same on every TP rank; it enters the column-parallel QKV
-  // (copy_to_tp: the identity forward).
-  layernorm_forward(cx, ln1, x, a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data());  // (B,T,C)
-  linear_forward(cx, qkv, a.ln1.data(), a.qkv.data());                      // (B,T,3Cl)
-  be.add_bias(a.qkv.data(), cx.param(qkv.bias), N, qkv.out);
-  be.attention_forward(a.atty.data(), a.att.data(), a.qkv.data(), s.B, s.T, s.NHl(),
-                       s.HS());                                             // (B,T,Cl)
-  linear_forward(cx, attn_proj, a.atty.data(), a.res2.data());  // (B,T,C) over this rank's heads
-  reduce_from_tp(cx, a.res2.data(), size_t(N) * C);             // (B,T,C) summed over TP
+  // ln1 is the same on every TP rank; it enters the column-parallel QKV (copy_to_tp: the
+  // identity forward).
+  layernorm_forward(cx, ln1, x, t.ln1, t.ln1_mean, t.ln1_rstd);            // (B,T,C)
+  linear_forward(cx, qkv, t.ln1, t.qkv);                                    // (B,T,3Cl)
+  be.add_bias(t.qkv, cx.param(qkv.bias), N, qkv.out);
+  be.attention_forward(t.atty, t.att, t.qkv, s.B, s.T, s.NHl(), s.HS());  // (B,T,Cl)
+  linear_forward(cx, attn_proj, t.atty, t.res2);  // (B,T,C) over this rank's heads
+  reduce_from_tp(cx, t.res2, size_t(N) * C);       // (B,T,C) summed over TP
   // res2 = res2 + bias + x, and ln2 = LayerNorm(res2), in one pass.
-  be.residual_layernorm_forward(a.res2.data(), a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(),
-                                x, cx.param(attn_proj.bias), cx.param(ln2.weight),
+  be.residual_layernorm_forward(t.res2, t.ln2, t.ln2_mean, t.ln2_rstd, x,
+                                cx.param(attn_proj.bias), cx.param(ln2.weight),
                                 cx.param(ln2.bias), N, C);
-  // MLP. ln2 enters the column-parallel fc (copy_to_tp: the identity forward).
-  linear_forward(cx, fc, a.ln2.data(), a.fch.data());                       // (B,T,Hl)
-  be.bias_gelu_forward(a.fch.data(), a.fch_gelu.data(), cx.param(fc.bias), N,
-                       fc.out);                                             // fch += b; gelu
-  linear_forward(cx, fc_proj, a.fch_gelu.data(), a.out.data());  // (B,T,C) of this rank's Hl
-  reduce_from_tp(cx, a.out.data(), size_t(N) * C);               // (B,T,C) summed over TP
-  be.add_bias_residual(a.out.data(), cx.param(fc_proj.bias), a.res2.data(), N, C);  // += b + res2
 }
 
-void Block::backward(const LayerContext& cx, const float* x, const BlockActivations& a,
+void Block::mlp_hidden_part(const LayerContext& cx, const BlockTensors& t) const {
+  // ln2 enters the column-parallel fc (copy_to_tp: the identity forward).
+  linear_forward(cx, fc, t.ln2, t.fch);                                     // (B,T,Hl)
+  cx.be.bias_gelu_forward(t.fch, t.fch_gelu, cx.param(fc.bias), cx.shape.N(),
+                          fc.out);                                          // fch += b; gelu
+}
+
+void Block::mlp_output_part(const LayerContext& cx, const BlockTensors& t) const {
+  const int N = cx.shape.N(), C = cx.shape.C;
+  linear_forward(cx, fc_proj, t.fch_gelu, t.out);  // (B,T,C) of this rank's Hl
+  reduce_from_tp(cx, t.out, size_t(N) * C);        // (B,T,C) summed over TP
+  cx.be.add_bias_residual(t.out, cx.param(fc_proj.bias), t.res2, N, C);  // += b + res2
+}
+
+void Block::forward(const LayerContext& cx, const float* x, BlockActivations& a,
+                    BlockScratch& sc) const {
+  const BlockTensors t(a, sc);
+  attention_part(cx, x, t);  // collective over TP
+  mlp_hidden_part(cx, t);
+  mlp_output_part(cx, t);    // collective over TP
+}
+
+void Block::recompute(const LayerContext& cx, const float* x, const BlockTensors& t,
+                      Recompute mode) const {
+  const LayerShape& s = cx.shape;
+  switch (mode) {
+    case Recompute::none:
+      return;
+    case Recompute::selective:
+      // From what was kept, by the ops forward's fused ones are defined to equal bit for bit
+      // (backend.hpp): attention(qkv), LayerNorm(res2), gelu(fch); ln1 comes later.
+      cx.be.attention_forward(t.atty, t.att, t.qkv, s.B, s.T, s.NHl(), s.HS());
+      layernorm_forward(cx, ln2, t.res2, t.ln2, t.ln2_mean, t.ln2_rstd);
+      cx.be.gelu_forward(t.fch_gelu, t.fch, size_t(s.N()) * s.Hl());
+      return;
+    case Recompute::full:
+      // Forward again up to the GELU; backward never reads out.
+      attention_part(cx, x, t);  // collective over TP
+      mlp_hidden_part(cx, t);
+      return;
+  }
+}
+
+void Block::backward(const LayerContext& cx, const float* x, BlockActivations& a,
                      BlockScratch& sc, float* dres) const {
   Backend& be = cx.be;
   const LayerShape& s = cx.shape;
   const int N = s.N(), C = s.C;
+  const BlockTensors t(a, sc);
+  recompute(cx, x, t, a.mode);  // collective over TP (full)
   // MLP. dres(B,T,C) is the gradient of out (reduce_from_tp backward: the identity); through
   // the residual it is also the gradient of res2, to which ln2's backward adds.
   be.bias_backward(cx.grad(fc_proj.bias), dres, N, C);
-  linear_backward(cx, fc_proj, a.fch_gelu.data(), dres, sc.dfch.data());  // dfch_gelu (B,T,Hl)
-  be.gelu_bias_backward(sc.dfch.data(), cx.grad(fc.bias), a.fch.data(), sc.dfch.data(), N,
-                        fc.out);                                          // dfch (B,T,Hl)
-  linear_backward(cx, fc, a.ln2.data(), sc.dfch.data(), sc.dln.data());   // dln2, this rank's
-  copy_to_tp_backward(cx, sc.dln.data(), size_t(N) * C);                  // dln2 (B,T,C)
-  layernorm_backward(cx, ln2, sc.dln.data(), a.res2.data(), a.ln2_mean.data(), a.ln2_rstd.data(),
-                     dres);
+  linear_backward(cx, fc_proj, t.fch_gelu, dres, sc.dfch.data());  // dfch_gelu (B,T,Hl)
+  be.gelu_bias_backward(sc.dfch.data(), cx.grad(fc.bias), t.fch, sc.dfch.data(), N,
+                        fc.out);                                   // dfch (B,T,Hl)
+  linear_backward(cx, fc, t.ln2, sc.dfch.data(), sc.dln.data());   // dln2, this rank's
+  copy_to_tp_backward(cx, sc.dln.data(), size_t(N) * C);           // dln2 (B,T,C)
+  layernorm_backward(cx, ln2, sc.dln.data(), t.res2, t.ln2_mean, t.ln2_rstd, dres);
   // Attention. dres is now the gradient of res2, the projection's output.
   be.bias_backward(cx.grad(attn_proj.bias), dres, N, C);
-  linear_backward(cx, attn_proj, a.atty.data(), dres, sc.datty.data());   // datty (B,T,Cl)
-  be.attention_backward(sc.dqkv.data(), sc.datt.data(), sc.datty.data(), a.qkv.data(),
-                        a.att.data(), s.B, s.T, s.NHl(), s.HS());         // dqkv (B,T,3Cl)
+  linear_backward(cx, attn_proj, t.atty, dres, sc.datty.data());  // datty (B,T,Cl)
+  be.attention_backward(sc.dqkv.data(), sc.datt.data(), sc.datty.data(), t.qkv, t.att, s.B, s.T,
+                        s.NHl(), s.HS());                         // dqkv (B,T,3Cl)
   be.bias_backward(cx.grad(qkv.bias), sc.dqkv.data(), N, qkv.out);
-  linear_backward(cx, qkv, a.ln1.data(), sc.dqkv.data(), sc.dln.data());  // dln1, this rank's
-  copy_to_tp_backward(cx, sc.dln.data(), size_t(N) * C);                  // dln1 (B,T,C)
+  // Unless kept, ln1 is in dln, where ln2 and dln2 have been since: LayerNorm(x) again.
+  if (a.mode != Recompute::none) layernorm_forward(cx, ln1, x, t.ln1, t.ln1_mean, t.ln1_rstd);
+  linear_backward(cx, qkv, t.ln1, sc.dqkv.data(), sc.dln.data());  // dln1, this rank's
+  copy_to_tp_backward(cx, sc.dln.data(), size_t(N) * C);           // dln1 (B,T,C)
   // dres becomes the gradient of x: the residual path plus ln1's backward.
-  layernorm_backward(cx, ln1, sc.dln.data(), x, a.ln1_mean.data(), a.ln1_rstd.data(), dres);
+  layernorm_backward(cx, ln1, sc.dln.data(), x, t.ln1_mean, t.ln1_rstd, dres);
 }
 
 // ------------------------------------------------------------------ head

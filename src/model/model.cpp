@@ -9,7 +9,8 @@
 namespace mptrain {
 
 Model::Model(Backend& backend, const Grid& grid, const ModelConfig& config, int micro_batch,
-             int slots, uint64_t seed, const std::vector<int>& stage_split)
+             int slots, uint64_t seed, const std::vector<int>& stage_split,
+             Recompute recompute)
     : be_(backend), grid_(grid), collectives_(backend) {
   MPT_CHECK(config.vocab_size > 0, "Model needs a resolved vocab_size");
   const Layout& layout = grid.layout();
@@ -32,12 +33,12 @@ Model::Model(Backend& backend, const Grid& grid, const ModelConfig& config, int 
   acts_.resize(slots);
   for (int s = 0; s < slots; ++s) {
     acts_[s].reserve(layers.count);
-    for (int l = 0; l < layers.count; ++l) acts_[s].emplace_back(be_, shape_);
+    for (int l = 0; l < layers.count; ++l) acts_[s].emplace_back(be_, shape_, recompute);
     input_.emplace_back(be_, activation_size());
     tokens_.emplace_back(be_, size_t(shape_.N()));
     targets_.emplace_back(be_, size_t(shape_.N()));
   }
-  scratch_ = std::make_unique<BlockScratch>(be_, shape_);
+  scratch_ = std::make_unique<BlockScratch>(be_, shape_, recompute);
   if (head_) head_work_ = std::make_unique<Head::Work>(be_, shape_);
   dres_ = Buffer(be_, activation_size());
 }
@@ -75,7 +76,7 @@ void Model::forward(int slot) {
   if (embedding_) embedding_->forward(cx, tokens_[slot].data(), input_[slot].data());  // TP
   const float* x = input_[slot].data();
   for (size_t l = 0; l < blocks_.size(); ++l) {
-    blocks_[l].forward(cx, x, acts_[slot][l]);  // collective over TP
+    blocks_[l].forward(cx, x, acts_[slot][l], *scratch_);  // collective over TP
     x = acts_[slot][l].out.data();
   }
 }

@@ -146,10 +146,11 @@ void print_memory(const BenchResult& r) {
   }
   std::printf("  parameters, gradients: the flat buffers (each tensor padded to 16 floats, the total "
               "to a multiple of dp;\n    gradients with ZeRO-1's reduced shard); optimizer state: "
-              "AdamW's m and v (a 1/dp shard under ZeRO-1);\n    activations: saved per "
-              "micro-batch in flight, stage inputs, backward scratch, the head's work;\n    "
+              "AdamW's m and v (a 1/dp shard under ZeRO-1);\n    activations (recompute = %s): "
+              "saved per micro-batch in flight, stage inputs, backward and recomputation scratch, "
+              "the head's work;\n    "
               "buffers: token ids and targets; backend: all the profiled run's backend holds "
-              "((!): more than the columns)\n");
+              "((!): more than the columns)\n", r.deck.train.recompute.c_str());
   std::printf("mem-check: %s\n", r.memory_ok
                                      ? "ok (every figure equals its analytic count)"
                                      : "MISMATCH (a measured figure differs from its analytic count)");
@@ -175,6 +176,7 @@ std::string bench_line(const BenchResult& r, const std::string& deck_path) {
   kv("data", r.synthetic ? "random" : "dataset");
   kd("micro_batch", d.parallel.micro_batch, "%.0f");
   kd("global_batch", double(d.train.global_batch), "%.0f");
+  kv("recompute", d.train.recompute);
   kd("tokens_per_step", r.tokens_per_step, "%.0f");
   kd("params", double(r.params), "%.0f");
   kd("gflop_per_step", r.flops_per_step / 1e9);

@@ -69,9 +69,8 @@ std::string Run::layout_text() const {
 }
 
 StepOptions Run::step_options() const {
-  StepOptions options;
-  options.zero = deck.optim.zero;
-  options.stage_layers = stage_split;
+  StepOptions options = mptrain::step_options(deck);
+  options.stage_layers = stage_split;  // resolved ([parallel] stage_layers = auto)
   return options;
 }
 
@@ -148,7 +147,8 @@ std::unique_ptr<Run> build_run(const Deck& deck, Comm world, const RunOptions& o
   const int slots = std::min(micro_batches, layout.pp);
   r.stage_split = resolve_stage_split(r.deck, layout);  // pure: the vocabulary is resolved
   r.model = std::make_unique<Model>(*r.backend, r.grid, mc, deck.parallel.micro_batch, slots,
-                                    deck.train.seed, r.stage_split);
+                                    deck.train.seed, r.stage_split,
+                                    recompute_from_name(deck.train.recompute));
   r.optimizer = std::make_unique<Optimizer>(*r.backend, r.grid, r.model->params(), deck.optim,
                                             deck.parallel.bucket_mb);
   r.schedule = std::make_unique<PipelineSchedule>(*r.backend, *r.model, r.grid, G,

@@ -1,5 +1,5 @@
 // The run summary's comparison of the analytic communication of a training step
-// (model/analytic.hpp: step_traffic) with what every rank measured.
+// (model/analytic.hpp: step_traffic) with what every rank measured, and the deck's StepOptions.
 #include <cstdio>
 #include <span>
 
@@ -8,6 +8,13 @@
 #include "mptrain/train/run.hpp"
 
 namespace mptrain {
+
+StepOptions step_options(const Deck& deck) {
+  StepOptions options;
+  options.zero = deck.optim.zero;
+  options.recompute = deck.train.recompute;
+  return options;
+}
 
 StepTraffic analytic_traffic(const Run& run) {
   return step_traffic(run.deck.model, run.grid.layout(), run.grid.pp_rank(),

@@ -32,6 +32,8 @@ struct TrainConfig {
   long steps = 100;
   uint64_t seed = 1234;
   long max_bad_steps = 5;  // consecutive non-finite steps tolerated before stopping
+  // Activation recomputation: none, selective, full (model/layers.hpp: Recompute).
+  std::string recompute = "none";
 };
 
 struct DataConfig {

@@ -62,8 +62,9 @@ struct GemmShape {
 // catalogue (a tensor with a product label) the forward and both backward products of its
 // local (out, in) shard -- the blocks' per local block and micro-batch, the LM head's (the tied
 // embedding) per micro-batch on the last stage -- in the orientation of the layers'
-// linear_forward / linear_backward. Products of the same shape are one entry (labels joined
-// with "+"). Attention's own products (q k^T, att v) are not in the list.
+// linear_forward / linear_backward; with recompute = full, the blocks' forward products but
+// mlp.c_proj twice. Products of the same shape are one entry (labels joined with "+").
+// Attention's own products (q k^T, att v) are not in the list.
 std::vector<GemmShape> step_gemm_shapes(const ModelConfig& model, const Layout& layout,
                                         int pp_rank, int micro_batch, long global_batch,
                                         const StepOptions& options = {});
@@ -80,8 +81,8 @@ struct MemoryCount {
   double total() const { return params + grads + optimizer + activations + buffers; }
 };
 // What stage `pp_rank` must hold: the parameters from the catalogue, the activations from the
-// layers' own buffer lists (layers.hpp) for the micro-batches the 1F1B schedule keeps in
-// flight, the optimizer's state.
+// layers' own buffer lists (layers.hpp, for options.recompute) for the micro-batches the 1F1B
+// schedule keeps in flight, the optimizer's state.
 MemoryCount analytic_memory(const ModelConfig& model, const Layout& layout, int pp_rank,
                             int micro_batch, long global_batch, const StepOptions& options);
 
@@ -90,8 +91,9 @@ struct StepTraffic {
   std::array<double, n_axes> wire{};       // bytes it puts on the wire (the model above)
 };
 // One training step of the trainer from stage `pp_rank` (1F1B batch, DP / ZeRO reduction,
-// tied-embedding sum, loss and norm all-reduces, the preemption flag). Validation and
-// checkpoints are not part of a step.
+// tied-embedding sum, loss and norm all-reduces, the preemption flag; with recompute = full,
+// each block's attention all-reduce once more in backward). Validation and checkpoints are
+// not part of a step.
 StepTraffic step_traffic(const ModelConfig& model, const Layout& layout, int pp_rank,
                          int micro_batch, long global_batch, const StepOptions& options);
 

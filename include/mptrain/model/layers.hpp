@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "mptrain/backend/backend.hpp"
 #include "mptrain/backend/tensor.hpp"
@@ -53,7 +54,8 @@ struct Linear {
 };
 // y(N,out) = x(N,in) W^T. The bias is added by the caller's next (fused) op.
 void linear_forward(const LayerContext& cx, const Linear& l, const float* x, float* y);
-// dW(out,in) += dy^T x, then dx(N,in) = dy W. The bias gradient is the caller's.
+// dW(out,in) += dy^T x, then dx(N,in) = dy W. The bias gradient is the caller's. dx may be
+// x (the scratch of recomputation relies on it): x is last read before dx is written.
 void linear_backward(const LayerContext& cx, const Linear& l, const float* x, const float* dy,
                      float* dx);
 
@@ -81,11 +83,29 @@ struct Embedding {
   void backward(const LayerContext& cx, const int32_t* tokens, const float* dx) const;
 };
 
-// The layers' work buffers below each list their buffers and sizes once, in each(s, f), which
-// calls f(&Struct::buffer, elements) for every buffer: the constructor allocates from it, and
-// elements(s) sums it for the analytic memory count (analytic.hpp) without allocating.
+// Activation recomputation ([train] recompute): what a block keeps, per micro-batch in flight,
+// for its backward, and what that backward recomputes first from what was kept, with the same
+// ops on the same inputs as forward (so the same bits):
+//  - none: every tensor backward reads;
+//  - selective: not the attention probabilities att (B,NHl,T,T) and output atty, the GELU's
+//    output fch_gelu (its input fch is kept: GELU cannot be inverted) nor the two LayerNorms'
+//    outputs; recomputed from qkv, fch, x and res2 without a weight product or communication;
+//  - full: only the block's output (the next block's input, kept anyway); backward reruns the
+//    block's forward up to the GELU first (three of its four products, one TP all-reduce),
+//    and ln1 once more before its product's backward.
+// What is recomputed lives in the stage's BlockScratch: one block's worth for all blocks.
+enum class Recompute { none, selective, full };
+// "none", "selective", "full" (the deck's spelling); recompute_from_name throws InputError on
+// anything else.
+const char* recompute_name(Recompute mode);
+Recompute recompute_from_name(const std::string& name);
 
-// Activations of one block for one micro-batch, kept from forward for backward.
+// The layers' work buffers below each list their buffers and sizes once, in each(), which
+// calls f(&Struct::buffer, elements) for every buffer held: the constructor allocates from it,
+// and elements() sums it for the analytic memory count (analytic.hpp) without allocating.
+
+// Activations of one block for one micro-batch, kept from forward for backward; the buffers
+// the mode recomputes stay empty.
 struct BlockActivations {
   Buffer ln1, ln1_mean, ln1_rstd;  // (B,T,C) (B,T) (B,T)
   Buffer qkv;                      // (B,T,3Cl)
@@ -93,29 +113,44 @@ struct BlockActivations {
   Buffer atty;                     // (B,T,Cl)
   Buffer res2;                     // (B,T,C) residual after attention
   Buffer ln2, ln2_mean, ln2_rstd;  // (B,T,C) (B,T) (B,T)
-  Buffer fch, fch_gelu;            // (B,T,Hl)
+  Buffer fch, fch_gelu;            // (B,T,Hl) the GELU's input (bias added) and output
   Buffer out;                      // (B,T,C) residual after the MLP: the block's output
-  BlockActivations(Backend& be, const LayerShape& s);
+  BlockActivations(Backend& be, const LayerShape& s, Recompute mode = Recompute::none);
   template <class F>
-  static void each(const LayerShape& s, F&& f);
-  static size_t elements(const LayerShape& s);  // floats it holds for shape s
+  static void each(const LayerShape& s, Recompute mode, F&& f);
+  static size_t elements(const LayerShape& s, Recompute mode);  // floats it holds for shape s
   size_t elements() const;  // floats held (the benchmark's measured memory)
   LayerShape shape;
+  Recompute mode;
 };
 
-// Scratch for backward, shared by all blocks of the stage.
+// Scratch shared by all blocks of the stage: the gradients of backward and, unless the mode is
+// none, the block tensors it recomputes (those BlockActivations does not keep, except ln1 and
+// ln2, which live in dln, atty in datty and fch_gelu in dfch: each is last read by the product
+// that overwrites it with its own gradient; ln1 is recomputed once more, after dln2).
 struct BlockScratch {
   Buffer dqkv;   // (B,T,3Cl)
   Buffer datt;   // (B,NHl,T,T)
   Buffer datty;  // (B,T,Cl)
   Buffer dfch;   // (B,T,Hl)
   Buffer dln;    // (B,T,C)
-  BlockScratch(Backend& be, const LayerShape& s);
+  // Recomputed (shapes as in BlockActivations).
+  Buffer ln1_mean, ln1_rstd, qkv, att, res2, ln2_mean, ln2_rstd, fch;
+  BlockScratch(Backend& be, const LayerShape& s, Recompute mode = Recompute::none);
   template <class F>
-  static void each(const LayerShape& s, F&& f);
-  static size_t elements(const LayerShape& s);
+  static void each(const LayerShape& s, Recompute mode, F&& f);
+  static size_t elements(const LayerShape& s, Recompute mode);
   size_t elements() const;
   LayerShape shape;
+  Recompute mode;
+};
+
+// Where one block's forward tensors are for one micro-batch: in its BlockActivations where
+// the mode keeps them, else in the shared BlockScratch. Shapes as in BlockActivations.
+struct BlockTensors {
+  float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd;
+  float *fch, *fch_gelu, *out;
+  BlockTensors(BlockActivations& a, BlockScratch& sc);
 };
 
 // One transformer block: out = x + attn(ln1(x)); out += mlp(ln2(out)).
@@ -126,12 +161,25 @@ struct Block {
   Linear fc;              // (Hl,C) column-parallel
   Linear fc_proj;         // (C,Hl) row-parallel
   Block(const ParamSet& ps, int layer);
-  // a.out(B,T,C) from x(B,T,C); keeps what backward needs in `a`. Collective over TP.
-  void forward(const LayerContext& cx, const float* x, BlockActivations& a) const;
+  // a.out(B,T,C) from x(B,T,C); keeps what backward needs in `a` (what the mode recomputes
+  // goes to the scratch). Collective over TP.
+  void forward(const LayerContext& cx, const float* x, BlockActivations& a,
+               BlockScratch& sc) const;
   // dres(B,T,C): in, the gradient of the block's output; out, the gradient of its input.
-  // Parameter gradients +=. Collective over TP.
-  void backward(const LayerContext& cx, const float* x, const BlockActivations& a,
-                BlockScratch& sc, float* dres) const;
+  // First recomputes what `a` does not keep, into `sc` (a is not written). Parameter
+  // gradients +=. Collective over TP.
+  void backward(const LayerContext& cx, const float* x, BlockActivations& a, BlockScratch& sc,
+                float* dres) const;
+
+ private:
+  // The forward in three parts: ln1 to res2 and ln2 (one all-reduce over TP); fch and
+  // fch_gelu; out (one all-reduce over TP).
+  void attention_part(const LayerContext& cx, const float* x, const BlockTensors& t) const;
+  void mlp_hidden_part(const LayerContext& cx, const BlockTensors& t) const;
+  void mlp_output_part(const LayerContext& cx, const BlockTensors& t) const;
+  // What backward reads and `mode` did not keep. Collective over TP (full only).
+  void recompute(const LayerContext& cx, const float* x, const BlockTensors& t,
+                 Recompute mode) const;
 };
 
 // Final LayerNorm, tied LM head and vocab-parallel cross-entropy (last pipeline stage).

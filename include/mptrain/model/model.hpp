@@ -21,8 +21,10 @@ class Model {
   // `config.vocab_size` must be resolved (> 0). `slots` = micro-batches kept in flight.
   // The parameter buffers are padded to a multiple of dp (ZeRO shards). `stage_split`: the
   // blocks of each pipeline stage ([parallel] stage_layers, resolved); empty = n_layer / pp.
+  // `recompute` = what each block keeps of its micro-batches for backward (layers.hpp).
   Model(Backend& backend, const Grid& grid, const ModelConfig& config, int micro_batch, int slots,
-        uint64_t seed, const std::vector<int>& stage_split = {});
+        uint64_t seed, const std::vector<int>& stage_split = {},
+        Recompute recompute = Recompute::none);
 
   const LayerShape& shape() const { return shape_; }
   ParamSet& params() { return params_; }
@@ -31,8 +33,9 @@ class Model {
   int slots() const { return static_cast<int>(acts_.size()); }
   size_t activation_size() const { return size_t(shape_.N()) * shape_.C; }  // (B,T,C)
   // Backend memory held besides the parameters, for the benchmark's memory report: floats of
-  // the blocks' saved activations per slot, the stage inputs, the backward scratch, the head's
-  // work and the stage gradient; int32 elements of the token ids and targets.
+  // the blocks' saved activations per slot, the stage inputs, the blocks' shared scratch
+  // (backward and recomputation), the head's work and the stage gradient; int32 elements of
+  // the token ids and targets.
   size_t activation_elements() const;
   size_t token_elements() const;
 

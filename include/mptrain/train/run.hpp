@@ -77,6 +77,9 @@ struct Run {
   void init_model(const std::string& path);
 };
 
+// The deck's choices beyond layout and batch that the analytic counts take (zero, recompute).
+StepOptions step_options(const Deck& deck);
+
 // What the algorithm must send per training step from this rank, per axis: step_traffic()
 // (model/analytic.hpp) for this rank's deck and place in the grid. Not collective.
 StepTraffic analytic_traffic(const Run& run);
