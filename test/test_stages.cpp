@@ -160,7 +160,7 @@ BOOST_AUTO_TEST_CASE(products_memory_and_traffic_move_with_the_blocks) {
   BOOST_TEST(gemm_flops(1, s13) == gemm_flops(1, equal) + block);
   // Memory: one block's saved activations per slot (min(M, pp) = 2 slots).
   const LayerShape shape = layer_shape(m, B, L.tp, 0);
-  const double acts = 2 * double(BlockActivations::elements(shape)) * sizeof(float);
+  const double acts = 2 * double(BlockActivations::elements(shape, Recompute::none)) * sizeof(float);
   BOOST_TEST(analytic_memory(m, L, 1, B, G, s13).activations ==
              analytic_memory(m, L, 1, B, G, equal).activations + acts);
   BOOST_TEST(analytic_memory(m, L, 0, B, G, s13).params ==

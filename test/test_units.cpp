@@ -428,7 +428,7 @@ BOOST_AUTO_TEST_CASE(activation_memory_follows_the_recompute_mode) {
   auto be = make_cpu_backend(1);
   double previous = 0;
   for (const std::string mode : {"none", "selective", "full"}) {
-    Model model(*be, grid, m, 2, 1, 1, recompute_from_name(mode));
+    Model model(*be, grid, m, 2, 1, 1, {}, recompute_from_name(mode));
     const MemoryCount analytic = analytic_memory(m, L, 0, 2, 4, recomputing(mode));
     BOOST_TEST(analytic.activations == double(model.activation_elements()) * sizeof(float),
                mode << ": analytic " << analytic.activations << " B, the model holds "
