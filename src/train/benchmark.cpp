@@ -262,9 +262,12 @@ BenchResult measure_benchmark(const Deck& deck_in, const BenchOptions& options) 
     mine.rss_mib = peak_rss_mib();
     check_communication(world, *run, sent, r);  // collective
     mine.measured = measured_memory(*run);
+    StepOptions step_options;
+    step_options.zero = r.deck.optim.zero;
+    step_options.bucket_mb = r.deck.parallel.bucket_mb;
     mine.analytic = analytic_memory(r.deck.model, r.layout, run->grid.pp_rank(),
                                     r.deck.parallel.micro_batch, r.deck.train.global_batch,
-                                    StepOptions{r.deck.optim.zero});
+                                    step_options);
   }  // released before the profiled pass
   if (options.profile_steps > 0) {
     mine.backend_bytes = profile(world, deck, run_options, r);  // collective

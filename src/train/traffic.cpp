@@ -10,9 +10,11 @@
 namespace mptrain {
 
 StepTraffic analytic_traffic(const Run& run) {
+  StepOptions options;
+  options.zero = run.deck.optim.zero;
+  options.bucket_mb = run.deck.parallel.bucket_mb;
   return step_traffic(run.deck.model, run.grid.layout(), run.grid.pp_rank(),
-                      run.deck.parallel.micro_batch, run.deck.train.global_batch,
-                      StepOptions{run.deck.optim.zero});
+                      run.deck.parallel.micro_batch, run.deck.train.global_batch, options);
 }
 
 void report_communication(const Run& run, const CommCounters& measured, long steps_run) {
