@@ -67,6 +67,10 @@ VOCAB=64 run_bench "random tokens, 1 rank" 0 1 "$deck" --data.train=random --mod
   --device.threads=2 "${quick[@]}"
 VOCAB=256 run_bench "dataset, 1 rank" 0 1 "$deck" --data.train=train.h5 "${quick[@]}"
 VOCAB=256 run_bench "dataset, 2 ranks dp=2" 2 2 "$deck" --data.train=train.h5 "${quick[@]}"
+# ZeRO-2 with small buckets: the gradient window and the per-micro-batch reduce-scatters must
+# match the analytic memory (mem_check) and traffic (comm_check) exactly.
+VOCAB=256 run_bench "dataset, 2 ranks dp=2 zero=2" 2 2 "$deck" --data.train=train.h5 \
+  --optim.zero=2 --parallel.bucket_mb=0.001 "${quick[@]}"
 grep -q "comm wait dp" "bench_dataset,_2_ranks_dp=2.out" &&
   pass "2 ranks: the breakdown reports the DP communication" ||
   fail "2 ranks: no DP communication in the breakdown"

@@ -265,6 +265,9 @@ BOOST_AUTO_TEST_CASE(overrides_win) {
   Deck f = parse_deck_text(minimal_deck + "[optim]\nschedule = cosin\n", "x",
                            {"--optim.schedule=constant"});
   BOOST_TEST(f.optim.schedule == "constant");
+  // Every ZeRO stage, 0 to 2, is a valid value.
+  for (int zero : {0, 1, 2})
+    BOOST_TEST(parse_deck_text(minimal_deck, "x", {"--optim.zero=" + std::to_string(zero)}).optim.zero == zero);
 }
 
 BOOST_AUTO_TEST_CASE(unknown_keys_and_sections) {
@@ -303,7 +306,8 @@ BOOST_AUTO_TEST_CASE(bad_values) {
   expect_text_error(minimal_deck + "[optim]\nschedule = cosin\n",
                     {"input/test.deck:4: [optim] schedule = \"cosin\": must be one of constant, "
                      "cosine, linear"});
-  expect_text_error(minimal_deck + "[optim]\nzero = 2\n", {"[optim] zero", "0 or 1"});
+  expect_text_error(minimal_deck + "[optim]\nzero = 3\n",
+                    {"input/test.deck:4: [optim] zero = \"3\": must be an integer in [0, 2]"});
   expect_text_error(minimal_deck + "[optim]\ndecay_all = maybe\n",
                     {"[optim] decay_all = \"maybe\"", "true or false"});
   expect_text_error(minimal_deck + "[device]\nbackend = gpu\n",

@@ -23,6 +23,7 @@
 #include "mptrain/model/analytic.hpp"
 #include "mptrain/model/catalogue.hpp"
 #include "mptrain/model/pipeline.hpp"
+#include "mptrain/model/gradient_window.hpp"
 
 using namespace mptrain;
 
@@ -473,4 +474,97 @@ BOOST_AUTO_TEST_CASE(full_recomputation_reruns_three_of_four_block_products) {
   const double C = m.n_embd, tokens = double(G * m.seq_len);
   BOOST_TEST(flops("selective") == flops("none"));
   BOOST_TEST(flops("full") == flops("none") + 2.0 * 8 * C * C * m.n_layer * tokens);
+}
+
+// ---------------------------------------------------------------- ZeRO-2's gradient window
+
+BOOST_AUTO_TEST_CASE(gradient_window_plan_by_hand) {
+  // The embedding [0, 64), four one-tensor blocks of 64 from 64, the head's LayerNorm at 320
+  // (32): padded 352, buckets of at least 64 elements.
+  const std::vector<FlatTensor> flat = {{0, 0}, {64, 1}, {128, 2}, {192, 3}, {256, 4}, {320, 5}};
+  const GradientWindowPlan plan = plan_gradient_window(flat, 352, 64);
+  // Buckets top-down: [256, 352) (block 3 and the head), then a block each, the embedding.
+  const std::vector<FlatRange> buckets = {{256, 352}, {192, 256}, {128, 192}, {64, 128}, {0, 64}};
+  BOOST_TEST((plan.buckets == buckets));
+  // Backward reports the head, blocks 3..0, the embedding: phases 0..5.
+  BOOST_TEST((plan.boundaries == std::vector<size_t>{320, 256, 192, 128, 64, 0}));
+  BOOST_TEST((plan.last_phase == std::vector<int>{1, 2, 3, 4, 5}));
+  // Live phases: [0,2], [2,3], [3,4], [4,5], the bottom bucket throughout. First fit: 0, then
+  // 96 (clear of the first), 0 again (the first is done), 64 (clear of the third), and the
+  // bottom above all: 160. A window of 224 elements instead of 352.
+  BOOST_TEST((plan.window_offset == std::vector<size_t>{0, 96, 0, 64, 160}));
+  BOOST_TEST(plan.window == 224u);
+  BOOST_TEST(plan.bottom() == 64u);
+  BOOST_TEST(plan.to_window(1, 200) == 104u);
+}
+
+BOOST_AUTO_TEST_CASE(gradient_window_never_overlaps_buckets_live_together) {
+  ModelConfig m;
+  m.n_layer = 6, m.n_head = 4, m.n_embd = 32, m.seq_len = 16, m.vocab_size = 67;
+  for (int pp : {1, 2, 3})
+    for (int pp_rank = 0; pp_rank < pp; ++pp_rank)
+      for (size_t elems : {size_t(1), size_t(700), size_t(5000), size_t(1) << 30}) {
+        size_t padded = 0;
+        const std::vector<FlatTensor> flat = stage_flat_layout(m, 2, pp, pp_rank, 3, &padded);
+        BOOST_TEST(int64_t(padded) == stage_parameter_elements(m, Layout{2, pp, 3}, pp_rank));
+        const GradientWindowPlan plan = plan_gradient_window(flat, padded, elems);
+        const size_t n = plan.buckets.size();
+        BOOST_TEST(plan.window <= padded + 16 * n);  // never worse than flat, but alignment
+        if (n == 1) BOOST_TEST(plan.window == padded);
+        // Live phases as the optimizer uses them: from the phase writing the top element
+        // through the one after the phase finishing it; the bottom bucket always.
+        auto phase = [&](size_t x) {
+          int j = 0;
+          while (x < plan.boundaries[size_t(j)]) ++j;
+          return j;
+        };
+        for (size_t a = 0; a < n; ++a) {
+          BOOST_TEST(plan.window_offset[a] % 16 == 0u);
+          BOOST_TEST(plan.window_offset[a] + plan.buckets[a].size() <= plan.window);
+          BOOST_TEST(plan.last_phase[a] == phase(plan.buckets[a].lo));
+          for (size_t b = a + 1; b < n; ++b) {
+            const bool bottom = b + 1 == n;
+            const bool live_together = bottom || phase(plan.buckets[b].hi - 1) <= plan.last_phase[a] + 1;
+            const bool apart = plan.window_offset[a] + plan.buckets[a].size() <= plan.window_offset[b] ||
+                               plan.window_offset[b] + plan.buckets[b].size() <= plan.window_offset[a];
+            BOOST_TEST((apart || !live_together), "buckets " << a << " and " << b << " collide");
+          }
+        }
+      }
+}
+
+BOOST_AUTO_TEST_CASE(zero2_memory_and_traffic_follow_the_window) {
+  ModelConfig m;
+  m.n_layer = 4, m.n_head = 4, m.n_embd = 32, m.seq_len = 16, m.vocab_size = 256;
+  const Layout L{1, 1, 2};
+  const double P = double(stage_parameter_elements(m, L, 0));
+  auto options = [](int zero, double bucket_mb) {
+    StepOptions o;
+    o.zero = zero;
+    o.bucket_mb = bucket_mb;
+    return o;
+  };
+  // One bucket (the bottom one): the window is the flat buffer, reduced once per step, so the
+  // memory and the traffic are ZeRO-1's.
+  const MemoryCount one = analytic_memory(m, L, 0, 1, 8, options(2, 64));
+  const MemoryCount z1 = analytic_memory(m, L, 0, 1, 8, options(1, 64));
+  BOOST_TEST(one.grads == z1.grads);
+  BOOST_TEST(one.optimizer == z1.optimizer);
+  BOOST_TEST(one.grads == 4 * (P + P / 2));
+  BOOST_TEST(step_traffic(m, L, 0, 1, 8, options(2, 64)).payload ==
+             step_traffic(m, L, 0, 1, 8, options(1, 64)).payload);
+  // Small buckets: the window is what the plan says, and all but the bottom bucket are
+  // reduce-scattered in each of the 8 / 2 = 4 micro-batches.
+  const double mb = 0.001;
+  size_t padded = 0;
+  const std::vector<FlatTensor> flat = stage_flat_layout(m, 1, 1, 0, 2, &padded);
+  const GradientWindowPlan plan = plan_gradient_window(flat, padded, bucket_elements(mb));
+  BOOST_TEST(plan.buckets.size() > 10u);
+  BOOST_TEST(plan.window < padded);
+  const MemoryCount two = analytic_memory(m, L, 0, 1, 8, options(2, mb));
+  BOOST_TEST(two.grads == 4 * (double(plan.window) + P / 2));
+  BOOST_TEST(two.optimizer == 4 * P);
+  const double bottom = double(plan.bottom());
+  BOOST_TEST(step_traffic(m, L, 0, 1, 8, options(2, mb)).payload[int(Axis::dp)] ==
+             uint64_t(4 * (4 * (P - bottom) + bottom + P / 2)));
 }

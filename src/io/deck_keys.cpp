@@ -79,11 +79,13 @@ KeySpec integer_key(const char* section, const char* name, S Deck::*group, T S::
   return KeySpec{section, name, alias, allowed,
                  [=](Deck& deck, const std::string& text) {
                    T value{};
-                   if (!parse_integer(text, value) || value < min || value > max) {
+                   const bool parsed = parse_integer(text, value);
+                   if (!parsed || value < min || value > max) {
                      // All digits yet unparsable: too large for the field, so say the limit.
                      bool digits = text.find_first_not_of("+-0123456789") == std::string::npos;
                      return "must be " + allowed +
-                            (digits ? " and at most " + std::to_string(max) : std::string());
+                            (!parsed && digits ? " and at most " + std::to_string(max)
+                                               : std::string());
                    }
                    (deck.*group).*field = value;
                    return std::string();
@@ -238,7 +240,7 @@ const std::vector<KeySpec>& key_table() {
       bool_key("optim", "decay_all", &D::optim, &OptimConfig::decay_all),
       double_key("optim", "grad_clip", &D::optim, &OptimConfig::grad_clip, non_negative(),
                  "clip_grad_norm"),
-      integer_key("optim", "zero", &D::optim, &OptimConfig::zero, 0, 1, "zero_stage"),
+      integer_key("optim", "zero", &D::optim, &OptimConfig::zero, 0, 2, "zero_stage"),
       string_key("data", "train", &D::data, &DataConfig::train, true, "path", "train_file"),
       string_key("data", "val", &D::data, &DataConfig::val, false, "path", "val_file"),
       choice_key("data", "sampler", &D::data, &DataConfig::sampler, {"sequential", "shuffle"}),

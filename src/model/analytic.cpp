@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "mptrain/model/catalogue.hpp"
+#include "mptrain/model/gradient_window.hpp"
 #include "mptrain/model/layers.hpp"
 #include "mptrain/model/params.hpp"
 
@@ -69,6 +70,15 @@ double tp_elements_per_micro_batch(const ModelConfig& m, const Layout& L, int pp
     if (t.split == Split::vocab) elements += N + 2 * N;
   }
   return elements;
+}
+
+// ZeRO-2's gradient window plan for stage `pp_rank`, as the optimizer makes it.
+GradientWindowPlan window_plan(const ModelConfig& m, const Layout& L, int pp_rank,
+                               const StepOptions& options) {
+  size_t padded = 0;
+  const std::vector<FlatTensor> flat = stage_flat_layout(m, L.tp, L.pp, pp_rank, L.dp, &padded,
+                                                         options.stage_layers);
+  return plan_gradient_window(flat, padded, bucket_elements(options.bucket_mb));
 }
 
 }  // namespace
@@ -137,7 +147,10 @@ MemoryCount analytic_memory(const ModelConfig& model, const Layout& L, int pp_ra
   const double P = double(stage_parameter_elements(model, L, pp_rank, options));
   m.params = P * f;
   const int zero = options.zero;
-  m.grads = (P + (zero ? P / L.dp : 0.0)) * f;
+  // The gradients the layers write: the flat buffer, or ZeRO-2's window; the reduced shard.
+  const double written =
+      zero == 2 ? double(window_plan(model, L, pp_rank, options).window) : P;
+  m.grads = (written + (zero ? P / L.dp : 0.0)) * f;
   m.optimizer = 2 * (zero ? P / L.dp : P) * f;
   // What Model allocates: per slot, every block's activations (what the recompute mode keeps)
   // and the stage input (B,T,C); once, the blocks' scratch (backward and recomputation), the
@@ -171,7 +184,12 @@ StepTraffic step_traffic(const ModelConfig& m, const Layout& L, int pp_rank, int
   }
   const double params = double(stage_parameter_elements(m, L, pp_rank, options)) * f;
   if (L.dp > 1) {
-    if (options.zero) {  // reduce-scatter of the gradients, all-gather of this rank's updated shard
+    if (options.zero == 2) {  // per-micro-batch bucket reduce-scatters, the bottom one once
+      const double bottom = double(window_plan(m, L, pp_rank, options).bottom()) * f;
+      const double scattered = micro * (params - bottom) + bottom;
+      set(Axis::dp, scattered + params / L.dp,
+          ring_reduce_scatter(scattered, L.dp) + ring_allgather(params / L.dp, L.dp));
+    } else if (options.zero) {  // reduce-scatter of the gradients, all-gather of the shard
       set(Axis::dp, params + params / L.dp,
           ring_reduce_scatter(params, L.dp) + ring_allgather(params / L.dp, L.dp));
     } else {     // all-reduce of every gradient (in buckets)

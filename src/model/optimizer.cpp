@@ -1,6 +1,7 @@
-// DP gradient reduction (bucketed and overlapped, or ZeRO-1 reduce-scatter), the global
-// gradient norm, clipping and AdamW. AdamW is element-wise, so updating a DP shard (zero = 1)
-// gives exactly the values the full update (zero = 0) would.
+// DP gradient reduction (bucketed and overlapped all-reduce, ZeRO-1's reduce-scatter, or
+// ZeRO-2's per-bucket reduce-scatter from the gradient window), the global gradient norm,
+// clipping and AdamW. AdamW is element-wise, so updating a DP shard (zero = 1, 2) gives
+// exactly the values the full update (zero = 0) would, given the same reduced gradients.
 #include "mptrain/model/optimizer.hpp"
 
 #include <algorithm>
@@ -20,20 +21,6 @@ double learning_rate(const OptimConfig& c, long step, long total_steps) {
   const double progress = std::clamp(double(step - c.warmup_steps) / double(decay_steps), 0.0, 1.0);
   if (c.schedule == "linear") return c.lr - (c.lr - c.min_lr) * progress;
   return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + std::cos(std::numbers::pi * progress));
-}
-
-std::vector<FlatRange> dp_buckets(const std::vector<size_t>& tensor_offsets, size_t padded,
-                                  size_t bucket_elems) {
-  std::vector<FlatRange> buckets;
-  size_t hi = padded;
-  for (size_t i = tensor_offsets.size(); i-- > 0;) {
-    if (hi - tensor_offsets[i] >= bucket_elems || i == 0) {
-      const size_t lo = i == 0 ? 0 : tensor_offsets[i];
-      buckets.push_back(FlatRange{lo, hi});
-      hi = lo;
-    }
-  }
-  return buckets;
 }
 
 FlatRange zero_shard(size_t padded, int dp, int dp_rank) {
@@ -58,14 +45,97 @@ Optimizer::Optimizer(Backend& backend, const Grid& grid, ParamSet& params,
     m_ = Buffer(be_, params.padded());
     v_ = Buffer(be_, params.padded());
   }
-  const size_t bucket_elems = std::max<size_t>(1, size_t(bucket_mb * 1024 * 1024 / sizeof(float)));
+  const size_t bucket_elems = bucket_elements(bucket_mb);
+  if (window()) {
+    std::vector<FlatTensor> flat;
+    for (size_t i = 0; i < params.infos().size(); ++i) {
+      const ParamInfo& p = params.infos()[i];
+      const TensorDesc* prev = i ? &params.infos()[i - 1].tensor : nullptr;
+      const bool new_group = !prev || prev->part != p.tensor.part || prev->layer != p.tensor.layer;
+      flat.push_back({p.offset, flat.empty() ? 0 : flat.back().group + (new_group ? 1 : 0)});
+    }
+    plan_ = plan_gradient_window(flat, params.padded(), bucket_elems);
+    setup_window();
+    return;
+  }
   std::vector<size_t> offsets;
   for (const ParamInfo& p : params.infos()) offsets.push_back(p.offset);
   for (const FlatRange& r : dp_buckets(offsets, params.padded(), bucket_elems))
     buckets_.push_back(Bucket{r.lo, r.hi, Request(), false});
 }
 
+void Optimizer::setup_window() {
+  // Every tensor's gradient moves into its bucket's window region.
+  std::vector<size_t> grad_offsets;
+  for (const ParamInfo& p : params_.infos()) {
+    size_t b = 0;
+    while (plan_.buckets[b].lo > p.offset) ++b;
+    grad_offsets.push_back(plan_.to_window(b, p.offset));
+  }
+  params_.use_gradient_window(grad_offsets, plan_.window);
+  const int dp = grid_.layout().dp;
+  window_.resize(plan_.buckets.size());
+  for (size_t b = 0; b < window_.size(); ++b) {
+    const FlatRange& r = plan_.buckets[b];
+    WindowBucket& w = window_[b];
+    w.region = params_.grads().data() + plan_.window_offset[b];
+    w.size = r.size();
+    w.last_phase = plan_.last_phase[b];
+    for (int d = 0; d < dp; ++d) {
+      const FlatRange shard = zero_shard(params_.padded(), dp, d);
+      const size_t lo = std::max(shard.lo, r.lo), hi = std::min(shard.hi, r.hi);
+      w.counts.push_back(lo < hi ? int(hi - lo) : 0);
+      if (d == grid_.dp_rank()) w.mine = lo < hi ? FlatRange{lo, hi} : FlatRange{};
+    }
+  }
+}
+
+void Optimizer::launch_window_bucket(WindowBucket& b) {
+  // Reduce-scatter in place: this rank's summed part lands at the start of the region.
+  b.launched = true;
+  if (grid_.layout().dp == 1) return;  // the region is this rank's part already
+  be_.synchronize();                   // the gradients must be computed before MPI reads them
+  if (be_.host_accessible()) {
+    b.request = grid_.dp().ireduce_scatter_sum(std::span<float>(b.region, b.size),
+                                               b.counts);  // collective over DP
+    return;
+  }
+  std::vector<float> host(b.size);  // staged through the host, without overlap
+  be_.to_host(host.data(), b.region, b.size);
+  grid_.dp().ireduce_scatter_sum(host, b.counts).wait();  // collective over DP
+  be_.to_device(b.region, host.data(), b.mine.size());
+}
+
+void Optimizer::release_window_bucket(WindowBucket& b) {
+  b.request.wait();
+  b.launched = false;
+  if (b.mine.size()) {
+    float* acc = grad_shard_.data() + (b.mine.lo - shard_lo_);
+    be_.add(acc, acc, b.region, b.mine.size());
+  }
+  be_.fill(b.region, 0.0f, b.size);
+}
+
+void Optimizer::release_launched() {
+  for (WindowBucket& b : window_)
+    if (b.launched) release_window_bucket(b);
+}
+
 void Optimizer::grads_ready(size_t offset) {
+  if (window()) {
+    // The phase that just ended must be the next one of the plan: the window's reuse of
+    // regions relies on the order in which backward finishes the gradients.
+    MPT_CHECK(next_phase_ < plan_.boundaries.size() && plan_.boundaries[next_phase_] == offset,
+              "ZeRO-2: backward reported offset " + std::to_string(offset) +
+                  " where the gradient window plan expects the end of phase " +
+                  std::to_string(next_phase_));
+    release_launched();  // launched at the previous phase's end
+    const size_t bottom = window_.size() - 1;
+    for (size_t b = 0; b < bottom; ++b)
+      if (window_[b].last_phase == int(next_phase_)) launch_window_bucket(window_[b]);
+    ++next_phase_;
+    return;
+  }
   if (!overlap_ || config_.zero || grid_.layout().dp == 1 || !be_.host_accessible()) return;
   be_.synchronize();  // the gradients must be computed before MPI reads them
   for (Bucket& b : buckets_) {
@@ -84,8 +154,26 @@ void Optimizer::reduce_tied_embedding() {
       collectives_.allreduce_sum(embed, params_.grad(i), params_.infos()[i].size());  // collective
 }
 
+void Optimizer::backward_done() {
+  if (!window()) return;
+  // A stage without the embedding ends its last phase here (no report of offset 0).
+  const size_t bottom = window_.size() - 1;
+  for (size_t b = 0; b < bottom; ++b)
+    if (!window_[b].launched && window_[b].last_phase >= int(next_phase_))
+      launch_window_bucket(window_[b]);
+  release_launched();
+  next_phase_ = 0;
+}
+
 void Optimizer::finish_reduction() {
   overlap_ = false;
+  if (window()) {  // the bottom bucket, accumulated over the step
+    reduce_tied_embedding();
+    WindowBucket& bottom = window_.back();
+    launch_window_bucket(bottom);
+    release_window_bucket(bottom);
+    return;
+  }
   if (config_.zero) {
     reduce_tied_embedding();
     be_.synchronize();
@@ -142,9 +230,15 @@ StepReport Optimizer::step(long step_index, long total_steps) {
       be_.adamw_step(params_.params().data() + a, grads + (a - base), m_.data() + (a - lo),
                      v_.data() + (a - lo), b - a, float(report.lr), float(config_.beta1),
                      float(config_.beta2), float(config_.eps), wd, adam_step_, clip_scale,
-                     /*zero_grad=*/!config_.zero);
+                     /*zero_grad=*/config_.zero != 1);  // zero = 2: the accumulator
     }
-    if (config_.zero) {
+    if (window() && grid_.layout().dp == 1) {
+      // One DP rank: its shard is the whole buffer; nothing to gather.
+    } else if (window() && be_.host_accessible()) {
+      be_.synchronize();
+      grid_.dp().allgather_in_place(
+          std::span<float>(params_.params().data(), params_.padded()));  // collective over DP
+    } else if (config_.zero) {
       be_.synchronize();
       std::vector<float> shard(shard_size_), full(params_.padded());
       be_.to_host(shard.data(), params_.params().data() + shard_lo_, shard_size_);
@@ -153,8 +247,11 @@ StepReport Optimizer::step(long step_index, long total_steps) {
     }
   }
   // The gradients start the next step at zero. With zero = 0 an applied step has zeroed every
-  // tensor already (the alignment gaps between tensors and the padding are never written).
-  if (!report.applied || config_.zero) be_.fill(params_.grads().data(), 0.0f, params_.padded());
+  // tensor already (the alignment gaps between tensors and the padding are never written);
+  // with zero = 2, the accumulator (the window was zeroed bucket by bucket).
+  if (!report.applied || config_.zero == 1)
+    be_.fill(params_.grads().data(), 0.0f, params_.grads().size());
+  if (!report.applied && window()) be_.fill(grad_shard_.data(), 0.0f, grad_shard_.size());
   return report;
 }
 

@@ -23,9 +23,19 @@ size_t ParamSet::add(const TensorDesc& tensor, const RankPlace& place) {
                     (tensor.split != Split::replicated || place.tp_rank == 0);
   info.spec.writer = place.dp_writer && info.norm_owner;
   info.offset = used_;
+  info.grad_offset = used_;
   used_ += aligned_elements(info.size());
   infos_.push_back(std::move(info));
   return infos_.size() - 1;
+}
+
+void ParamSet::use_gradient_window(const std::vector<size_t>& grad_offsets, size_t window) {
+  MPT_CHECK(backend_ && grad_offsets.size() == infos_.size(), "use_gradient_window before allocate");
+  for (size_t i = 0; i < infos_.size(); ++i) {
+    MPT_CHECK(grad_offsets[i] + infos_[i].size() <= window, "gradient window too small");
+    infos_[i].grad_offset = grad_offsets[i];
+  }
+  grads_ = Buffer(*backend_, window);  // zero-filled
 }
 
 namespace {

@@ -61,7 +61,8 @@ double PipelineSchedule::backward(int micro, Optimizer& optimizer) {
   else
     collectives_.recv(grid_.pp(), model_.stage_grad(), n, grid_.pp_rank() + 1, micro);
   if (micro == micro_batches_ - 1) optimizer.begin_last_backward();
-  model_.backward(slot, [&](size_t offset) { optimizer.grads_ready(offset); });  // TP
+  model_.backward(slot, [&](size_t offset) { optimizer.grads_ready(offset); });  // TP, DP
+  optimizer.backward_done();  // collective over DP (ZeRO-2: this micro-batch's reductions)
   if (!grid_.first_stage())
     backward_send_ =
         collectives_.isend(grid_.pp(), model_.stage_grad(), n, grid_.pp_rank() - 1, micro);

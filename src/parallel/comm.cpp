@@ -238,6 +238,33 @@ void Comm::reduce_scatter_sum(std::span<const float> in, std::span<float> out) c
   impl_->count(in.size_bytes());
 }
 
+Request Comm::ireduce_scatter_sum(std::span<float> data, std::span<const int> counts) const {
+  MPT_CHECK(counts.size() == static_cast<size_t>(size()),
+            "ireduce_scatter_sum: one count per rank");
+  size_t total = 0;
+  for (int c : counts) total += static_cast<size_t>(c);
+  MPT_CHECK(total == data.size(), "ireduce_scatter_sum: the counts must add up to the input");
+  Request r;
+  r.impl_ = std::make_unique<Request::Impl>();
+  r.impl_->comm = impl_;
+  if (data.empty()) return r;
+  MPI_CHECK(MPI_Ireduce_scatter(MPI_IN_PLACE, data.data(), counts.data(), MPI_FLOAT, MPI_SUM,
+                                impl_->comm, &r.impl_->request));
+  impl_->count(data.size_bytes());
+  return r;
+}
+
+void Comm::allgather_in_place(std::span<float> data) const {
+  const size_t n = data.size() / static_cast<size_t>(size());
+  MPT_CHECK(n * static_cast<size_t>(size()) == data.size(),
+            "allgather_in_place: the size must be a multiple of the ranks");
+  double t0 = MPI_Wtime();
+  MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.data(), as_count(n), MPI_FLOAT,
+                          impl_->comm));
+  impl_->waited(MPI_Wtime() - t0);
+  impl_->count(n * sizeof(float));
+}
+
 void Comm::allgather(std::span<const float> in, std::span<float> out) const {
   MPT_CHECK(out.size() == in.size() * static_cast<size_t>(size()),
             "allgather: output must be size() times the input");

@@ -145,8 +145,9 @@ void print_memory(const BenchResult& r) {
     else std::printf(" %12.3f%s\n", m.backend_bytes / unit, m.other_bytes != 0 ? " (!)" : "");
   }
   std::printf("  parameters, gradients: the flat buffers (each tensor padded to 16 floats, the total "
-              "to a multiple of dp;\n    gradients with ZeRO-1's reduced shard); optimizer state: "
-              "AdamW's m and v (a 1/dp shard under ZeRO-1);\n    activations (recompute = %s): "
+              "to a multiple of dp;\n    gradients: the buffer the layers write, under ZeRO-2 "
+              "the bucket window, plus ZeRO-1/2's reduced\n    1/dp shard); optimizer state: "
+              "AdamW's m and v (a 1/dp shard under ZeRO-1 and 2);\n    activations (recompute = %s): "
               "saved per micro-batch in flight, stage inputs, backward and recomputation scratch, "
               "the head's work;\n    "
               "buffers: token ids and targets; backend: all the profiled run's backend holds "

@@ -13,6 +13,7 @@ StepOptions step_options(const Deck& deck) {
   StepOptions options;
   options.zero = deck.optim.zero;
   options.recompute = deck.train.recompute;
+  options.bucket_mb = deck.parallel.bucket_mb;  // ZeRO-2's window and bottom bucket
   return options;
 }
 

@@ -32,6 +32,8 @@ struct StepOptions {
                                     // (and the gradients)
   std::string recompute = "none";   // [train] recompute: none, selective, full
   std::vector<int> stage_layers;    // blocks per pipeline stage, in order; empty: equal
+  double bucket_mb = 4;             // [parallel] bucket_mb: ZeRO-2's gradient window and its
+                                    // per-micro-batch reduce-scatters follow the buckets
 };
 
 // Parameters of the whole model (global, unpadded, the tied embedding counted once).
@@ -72,8 +74,10 @@ std::vector<GemmShape> step_gemm_shapes(const ModelConfig& model, const Layout& 
 // Backend memory of one rank by what it holds, in bytes.
 struct MemoryCount {
   double params = 0;       // the flat parameter buffer (16-float tensors, padded to dp)
-  double grads = 0;        // the flat gradient buffer and, under ZeRO-1, the reduced shard
-  double optimizer = 0;    // AdamW's m and v (this rank's 1/dp shard under ZeRO-1)
+  double grads = 0;        // the gradient buffer the layers write (the flat buffer; under
+                           // ZeRO-2 the window of gradient_window.hpp) and, under ZeRO-1
+                           // and 2, the reduced 1/dp shard
+  double optimizer = 0;    // AdamW's m and v (this rank's 1/dp shard under ZeRO-1 and 2)
   double activations = 0;  // the blocks' saved activations of the micro-batches in flight,
                            // the stage inputs, the backward scratch, the head's work and the
                            // stage gradient
@@ -93,7 +97,10 @@ struct StepTraffic {
 // One training step of the trainer from stage `pp_rank` (1F1B batch, DP / ZeRO reduction,
 // tied-embedding sum, loss and norm all-reduces, the preemption flag; with recompute = full,
 // each block's attention all-reduce once more in backward). Validation and checkpoints are
-// not part of a step.
+// not part of a step. DP: zero = 0 all-reduces the P elements of the flat buffer once;
+// zero = 1 reduce-scatters them once and all-gathers P/dp; zero = 2 reduce-scatters every
+// bucket but the bottom one in each of the M micro-batches and the bottom one once,
+// M·(P − bottom) + bottom, and all-gathers P/dp.
 StepTraffic step_traffic(const ModelConfig& model, const Layout& layout, int pp_rank,
                          int micro_batch, long global_batch, const StepOptions& options);
 

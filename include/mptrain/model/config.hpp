@@ -27,7 +27,7 @@ struct OptimConfig {
   double weight_decay = 0.1;
   bool decay_all = false;  // also decay biases, LayerNorm parameters and embeddings
   double grad_clip = 1.0;  // 0 = off
-  int zero = 0;            // 0, 1
+  int zero = 0;            // 0, 1 (AdamW state sharded over DP), 2 (and the gradients)
 };
 
 }  // namespace mptrain

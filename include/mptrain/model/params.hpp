@@ -33,6 +33,9 @@ struct ParamInfo {
   TensorDesc tensor;  // the catalogue's description
   ShardSpec spec;     // this rank's part, in global coordinates
   size_t offset = 0;  // element offset into ParamSet's flat buffers
+  // Element offset of its gradient in the gradient buffer: `offset`, except under ZeRO-2,
+  // where the gradient buffer is a window the DP buckets share (use_gradient_window).
+  size_t grad_offset = 0;
   // True on exactly one rank of each TP group / tied-embedding pair for this tensor, so the
   // global gradient norm counts every replicated parameter once (DP replicas are handled by
   // sharding the norm over DP).
@@ -53,10 +56,14 @@ class ParamSet {
   void initialize(uint64_t seed);
 
   float* param(size_t i) { return params_.data() + infos_[i].offset; }
-  float* grad(size_t i) { return grads_.data() + infos_[i].offset; }
+  // ZeRO-2 (gradient_window.hpp): replaces the flat gradient buffer by a zeroed window of
+  // `window` elements, tensor i's gradient at grad_offsets[i].
+  void use_gradient_window(const std::vector<size_t>& grad_offsets, size_t window);
+
+  float* grad(size_t i) { return grads_.data() + infos_[i].grad_offset; }
   const std::vector<ParamInfo>& infos() const { return infos_; }
   Buffer& params() { return params_; }
-  Buffer& grads() { return grads_; }
+  Buffer& grads() { return grads_; }  // flat layout, or ZeRO-2's window
   size_t used() const { return used_; }    // elements holding parameters
   size_t padded() const { return params_.size(); }
 

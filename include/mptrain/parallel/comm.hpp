@@ -95,8 +95,16 @@ class Comm {
   Request iallreduce_sum(std::span<float> data) const;
   // Collective: MPI_Reduce_scatter_block with MPI_SUM; in.size() == out.size() * size().
   void reduce_scatter_sum(std::span<const float> in, std::span<float> out) const;
+  // Collective, non-blocking: in-place MPI_Ireduce_scatter with MPI_SUM. `data` holds the
+  // sum(counts) elements to reduce; rank r gets the sum of block r (counts[r] elements, blocks
+  // in rank order) at the start of its own `data`. `data` and `counts` must stay alive until
+  // the request completes. Counts the whole input as this rank's payload.
+  Request ireduce_scatter_sum(std::span<float> data, std::span<const int> counts) const;
   // Collective: MPI_Allgather; out.size() == in.size() * size().
   void allgather(std::span<const float> in, std::span<float> out) const;
+  // Collective: in-place MPI_Allgather; rank r's block is data[r·n, (r+1)·n), n = size / size().
+  // Counts the rank's own block as its payload.
+  void allgather_in_place(std::span<float> data) const;
   // Collective: MPI_Bcast from root.
   void bcast(std::span<char> data, int root) const;
   void bcast(std::span<int64_t> data, int root) const;
